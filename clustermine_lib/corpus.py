@@ -1,0 +1,180 @@
+"""Text corpora of candidate concept names (Y_corpus).
+
+Registry (``CORPORA``) of the corpora the paper uses that can be built offline from WordNet 3.0:
+
+- ``wordnet-n``: all WordNet nouns (~67K concepts after pre-processing),
+- ``wordnet-na``: nouns + adjectives (79,403 concepts; the paper's default, ~79K),
+- ``wordnet-in21k``: the WordNet synsets of ImageNet-21K (timm ships their offsets; ~20K).
+
+Pre-processing (paper Table 6), ``preprocess=``:
+
+- ``dedup-1-lemma`` (default): one lemma (the first) per synset, lower-cased, ``_`` -> space,
+  duplicates removed (the first synset in WordNet's file order keeps the name),
+- ``dup-1-lemma``: one lemma per synset, duplicates kept,
+- ``dup-all-lemmas``: every lemma of every synset, duplicates kept.
+
+The POS-tagging corpora of Table 3 cannot be shipped: load them from a file with ``load_corpus_file``.
+Every concept keeps its synset id (``dog.n.01``) when it has one, so WordNet distances can be measured.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CORPORA = {
+    "wordnet-n": "WordNet 3.0 nouns",
+    "wordnet-na": "WordNet 3.0 nouns + adjectives (paper default)",
+    "wordnet-in21k": "WordNet synsets of ImageNet-21K (offsets shipped by timm)",
+}
+PREPROCESS = ("dedup-1-lemma", "dup-1-lemma", "dup-all-lemmas")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """An ordered list of concept names; ``synsets[i]`` is the WordNet id of ``names[i]`` or ''."""
+
+    name: str
+    names: tuple[str, ...]
+    synsets: tuple[str, ...]
+    pos: tuple[str, ...]
+    _index: dict = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not (len(self.names) == len(self.synsets) == len(self.pos)):
+            raise ValueError("Corpus names, synsets and pos must have the same length.")
+        index = {}
+        for i, n in enumerate(self.names):
+            index.setdefault(n, i)
+        object.__setattr__(self, "_index", index)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._index
+
+    def indices_of(self, names) -> tuple[list[int], list[str]]:
+        """Indices (first occurrence) of ``names``; also the names not found in the corpus."""
+        found, missing = [], []
+        for n in names:
+            (found.append(self._index[n]) if n in self._index else missing.append(n))
+        return found, missing
+
+    def subset(self, indices, name: str | None = None) -> "Corpus":
+        idx = list(indices)
+        return Corpus(name or self.name, tuple(self.names[i] for i in idx),
+                      tuple(self.synsets[i] for i in idx), tuple(self.pos[i] for i in idx))
+
+    def union(self, names, name: str | None = None) -> "Corpus":
+        """This corpus with the ``names`` it lacks appended (e.g. POS-N ∪ Y_GT, Table 3)."""
+        extra = [n for n in dict.fromkeys(names) if n not in self]
+        return Corpus(name or f"{self.name}+gt", self.names + tuple(extra),
+                      self.synsets + ("",) * len(extra), self.pos + ("",) * len(extra))
+
+
+def clean(name: str) -> str:
+    """WordNet lemma -> concept name: lower case, underscores to spaces, stripped."""
+    return name.replace("_", " ").strip().lower()
+
+
+def _synset_entries(synsets, preprocess: str):
+    for s in synsets:
+        lemmas = s.lemma_names() if preprocess == "dup-all-lemmas" else s.lemma_names()[:1]
+        for lemma in lemmas:
+            yield clean(lemma), s.name(), s.pos()
+
+
+def _build(entries, name: str, preprocess: str) -> Corpus:
+    names, synsets, pos, seen = [], [], [], set()
+    for n, s, p in entries:
+        if preprocess == "dedup-1-lemma":
+            if n in seen:
+                continue
+            seen.add(n)
+        names.append(n), synsets.append(s), pos.append(p)
+    return Corpus(name, tuple(names), tuple(synsets), tuple(pos))
+
+
+def in21k_synsets():
+    """ImageNet-21K WordNet synsets, from the wnid list that timm ships."""
+    from .wordnet import wordnet
+
+    wn = wordnet()
+    return [wn.synset_from_pos_and_offset(w[0], int(w[1:])) for w in _timm_synset_list("imagenet21k_goog_synsets.txt")]
+
+
+def _timm_synset_list(filename: str) -> list[str]:
+    import timm.data
+
+    path = Path(timm.data.__file__).parent / "_info" / filename
+    if not path.exists():
+        raise FileNotFoundError(f"timm does not ship {path}; upgrade timm (pip install -U timm).")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _wordnet_synsets(corpus: str):
+    from .wordnet import wordnet
+
+    wn = wordnet()
+    if corpus == "wordnet-n":
+        return list(wn.all_synsets("n"))
+    if corpus == "wordnet-na":  # nltk's 'a' includes adjective satellites ('s')
+        return list(wn.all_synsets("n")) + list(wn.all_synsets("a"))
+    return in21k_synsets()
+
+
+def _cache_path(corpus: str, preprocess: str) -> Path:
+    from .wordnet import cache_dir
+
+    return cache_dir() / "corpora" / f"{corpus}.{preprocess}.v1.tsv"
+
+
+def _write_tsv_atomic(path: Path, c: Corpus) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        w.writerows(zip(c.names, c.synsets, c.pos))
+    os.replace(tmp, path)
+
+
+def load_corpus(corpus: str = "wordnet-na", preprocess: str = "dedup-1-lemma", cache: bool = True) -> Corpus:
+    """Build (or read from the project cache) a registered corpus; see the module docstring."""
+    if corpus not in CORPORA:
+        raise ValueError(f"Unknown corpus {corpus!r}. Known corpora: {sorted(CORPORA)}; "
+                         "for another corpus use load_corpus_file(path).")
+    if preprocess not in PREPROCESS:
+        raise ValueError(f"Unknown corpus pre-processing {preprocess!r}. Choose one of {list(PREPROCESS)}.")
+    path = _cache_path(corpus, preprocess)
+    if cache and path.exists():
+        rows = [line.split("\t") for line in path.read_text().splitlines()]
+        return Corpus(corpus, tuple(r[0] for r in rows), tuple(r[1] for r in rows), tuple(r[2] for r in rows))
+    result = _build(_synset_entries(_wordnet_synsets(corpus), preprocess), corpus, preprocess)
+    if cache:
+        _write_tsv_atomic(path, result)
+    return result
+
+
+def load_corpus_file(path, name: str | None = None, dedup: bool = True) -> Corpus:
+    """A user corpus: one concept per line, or a CSV with columns ``word,pos`` (header optional).
+
+    Names are cleaned like WordNet lemmas; with ``dedup`` the first occurrence of a name wins.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Corpus file {path} does not exist.")
+    lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+    is_csv = bool(lines) and all("," in l for l in lines[: min(len(lines), 20)])
+    rows = list(csv.reader(lines)) if is_csv else [[l] for l in lines]
+    if is_csv and rows and [c.strip().lower() for c in rows[0][:2]] == ["word", "pos"]:
+        rows = rows[1:]
+    entries = [(clean(r[0]), "", (r[1].strip().lower() if len(r) > 1 else "")) for r in rows if clean(r[0])]
+    if not entries:
+        raise ValueError(f"Corpus file {path} holds no concepts: write one concept per line or `word,pos` rows.")
+    result = _build(entries, name or path.stem, "dedup-1-lemma" if dedup else "dup-1-lemma")
+    if dedup and len(result) < 2:
+        raise ValueError(f"Corpus file {path} holds {len(entries)} lines but only {len(result)} distinct "
+                         "concept(s) after removing duplicates; a corpus needs at least 2.")
+    return result

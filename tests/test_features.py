@@ -1,0 +1,272 @@
+"""Feature extraction, cache, resume, torchrun sharding, model/dataset registries and load_benchmark,
+with a tiny randomly initialised open_clip model (~3.4M parameters, 32x32 images) saved as a local
+checkpoint, on small generated PNG folders (one corrupt file). No network, no real weights."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+open_clip = pytest.importorskip("open_clip")
+
+from clustermine_lib import datasets as D  # noqa: E402
+from clustermine_lib import features as F  # noqa: E402
+from clustermine_lib import models as M  # noqa: E402
+from clustermine_lib.benchmark import Benchmark  # noqa: E402
+from clustermine_lib.corpus import Corpus  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = "clustermine-tiny-test"
+TINY_CFG = {"embed_dim": 32,
+            "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+
+
+def _png(path: Path, rng: random.Random) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.new("RGB", (40, 40), tuple(rng.randrange(256) for _ in range(3)))
+    img.putpixel((rng.randrange(40), rng.randrange(40)), (255, 255, 255))
+    img.save(path)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Tiny model config + checkpoints (.safetensors and .pt) + a DATA_ROOT with 4 datasets."""
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("cm_features")
+    config = root / f"{TINY}.json"
+    config.write_text(json.dumps(TINY_CFG))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    model = open_clip.create_model(TINY)
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(state, str(root / "tiny.safetensors"))
+    torch.save(state, root / "tiny.pt")
+
+    rng = random.Random(0)
+    data = root / "data"
+    wnids = D.imagenet_wnids()[:3]
+    for w in wnids:
+        for i in range(4):
+            _png(data / "imagenet/train" / w / f"{i}.png", rng)
+        for i in range(2):
+            _png(data / "imagenet/val" / w / f"{i}.png", rng)
+    for i in range(5):
+        _png(data / "NINCO/NINCO_OOD_classes/some_class" / f"{i}.png", rng)
+    (data / "NINCO/NINCO_OOD_classes/some_class/broken.png").write_bytes(b"this is not a png")
+    for i in range(4):
+        _png(data / "imagenet-o" / f"{i}.jpg", rng)
+    return {"root": root, "config": config, "ckpt": root / "tiny.safetensors", "ckpt_pt": root / "tiny.pt",
+            "data": data, "wnids": wnids}
+
+
+def _kw(tiny, cache):
+    return dict(checkpoint=tiny["ckpt"], data_root=tiny["data"], cache_dir=cache, num_workers=0, progress=False)
+
+
+# ----------------------------------------------------------------------------- registries
+def test_model_registry_is_valid_open_clip():
+    pairs = set(open_clip.list_pretrained())
+    assert len(M.FIG3_MODELS) == 12 and M.DEFAULT_MODEL == "ViT-H-14/dfn5b" and "ViT-B-16/openai" in M.MODELS
+    for spec in M.MODELS.values():
+        assert (spec.arch, spec.pretrained) in pairs, spec.key
+    assert M.resolve_model("ViT-H-14").pretrained == "dfn5b"
+    assert M.resolve_model("ViT-B-16", "openai").family == "OpenAI"
+
+
+def test_unknown_names_list_known_ones(tiny):
+    with pytest.raises(ValueError, match="Known models: ViT-H-14/dfn5b"):
+        M.load_model("ViT-Nope-99")
+    with pytest.raises(ValueError, match="Known tags"):
+        M.resolve_model("ViT-B-16", "no-such-tag")
+    with pytest.raises(ValueError, match=r"Known datasets: \[.*'NINCO'.*'ImageNet-C'"):
+        D.resolve_dataset("CIFAR-10")
+    assert D.resolve_dataset("ImageNet-O").name == "IN-O" and D.resolve_dataset("ssb-hard").name == "SSB"
+    with pytest.raises(FileNotFoundError, match=r"imagenet-r.*https://people\.eecs\.berkeley\.edu"):
+        D.list_images("ImageNet-R", tiny["data"])
+    assert D.expand_datasets("ood")[:2] == ["NINCO", "IN-O"]
+
+
+def test_missing_weights_fail_fast_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.cache/clip either
+    t0 = time.perf_counter()
+    with pytest.raises(FileNotFoundError) as err:
+        M.load_model("ViT-B-16", "openai", hf_cache_dir=tmp_path / "empty-hf-cache", device="cpu")
+    assert time.perf_counter() - t0 < 2.0
+    msg = str(err.value)
+    assert "ViT-B-16/openai" in msg and "Hugging Face cache" in msg and "checkpoint=" in msg
+
+
+def test_checkpoint_formats_and_logit_scale(tiny):
+    a = M.load_model(TINY, checkpoint=tiny["ckpt"], device="cpu")
+    b = M.load_model(TINY, checkpoint=tiny["ckpt_pt"], device="cpu")
+    assert a.logit_scale == pytest.approx(1 / 0.07, rel=1e-5) and a.dim == 32
+    for (k, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(x, y), k
+    with pytest.raises(ValueError, match="state-dict file"):
+        M.load_model(TINY, checkpoint=tiny["root"] / "weights.pkl")
+
+
+# ----------------------------------------------------------------------------- datasets
+def test_dataset_skips_corrupt_images(tiny):
+    ds = D.build_dataset("NINCO", tiny["data"], transform=lambda im: torch.zeros(3, 4, 4))
+    assert len(ds) == 6 and all(y == -1 for _, y in ds.items)
+    batch = D.collate_skip([ds[i] for i in range(len(ds))])
+    assert batch[0].shape == (5, 3, 4, 4) and [ds.items[i][0] for i in batch[3]] == ["some_class/broken.png"]
+    items = D.list_images("imagenet-val", tiny["data"])
+    assert [y for _, y in items] == [0, 0, 1, 1, 2, 2]
+
+
+def test_seeded_subset(tiny, monkeypatch):
+    monkeypatch.setitem(D.DATASETS, "imagenet-train", replace(D.DATASETS["imagenet-train"], subset=5))
+    a, b = D.list_images("imagenet-train", tiny["data"], seed=0), D.list_images("imagenet-train", tiny["data"], seed=0)
+    assert a == b and len(a) == 5 and a == sorted(a)
+    assert D.list_images("imagenet-train", tiny["data"], seed=1) != a
+
+
+# ----------------------------------------------------------------------------- cache
+def test_extract_cache_reload_and_hit(tiny, tmp_path, monkeypatch):
+    kw = _kw(tiny, tmp_path)
+    first = F.extract_image_features(TINY, None, "NINCO", **kw)
+    assert first.features.shape == (5, 32) and first.skipped == ["some_class/broken.png"]
+    assert torch.allclose(first.features.norm(dim=1), torch.ones(5), atol=1e-5)
+    assert (first.labels == -1).all() and first.meta["logit_scale"] == pytest.approx(1 / 0.07, rel=1e-5)
+    assert first.meta["checkpoint_sha256"] and first.meta["n_items"] == 6
+    # after the visual projection: the cached rows are exactly normalised model.encode_image outputs
+    m = M.load_model(TINY, checkpoint=tiny["ckpt"], device="cpu")
+    ds = D.build_dataset("NINCO", tiny["data"], m.preprocess)
+    with torch.inference_mode():
+        ref = torch.nn.functional.normalize(m.model.encode_image(torch.stack([ds[i][0] for i in first.index])), dim=-1)
+    assert torch.allclose(first.features, ref, atol=1e-6)
+
+    reloaded = F.load_image_features(TINY, None, "NINCO", checkpoint=tiny["ckpt"], cache_dir=tmp_path)
+    assert torch.equal(first.features, reloaded.features) and torch.equal(first.index, reloaded.index)
+
+    def boom(*a, **k):
+        raise AssertionError("cache hit must not load the model")
+
+    monkeypatch.setattr(F, "load_model", boom)
+    again = F.extract_image_features(TINY, None, "NINCO", **kw)
+    assert torch.equal(first.features, again.features)
+
+
+def test_text_features_and_prompt_invalidation(tiny, tmp_path, monkeypatch):
+    calls = []
+    real = F._compute_text_shard
+    monkeypatch.setattr(F, "_compute_text_shard", lambda *a, **k: calls.append(1) or real(*a, **k))
+    kw = dict(checkpoint=tiny["ckpt"], cache_dir=tmp_path, progress=False)
+    names = ["dog", "golden retriever", "car"]
+    a = F.extract_text_features(TINY, None, names, name="toy", prompts="ming-5", **kw)
+    b = F.extract_text_features(TINY, None, names, name="toy", prompts="ming-5", **kw)
+    assert len(calls) == 1 and torch.equal(a.features, b.features)
+    c = F.extract_text_features(TINY, None, names, name="toy", prompts="basic", **kw)
+    assert len(calls) == 2 and not torch.allclose(a.features, c.features)
+    assert a.meta["prompts"] == "ming-5" and len(a.meta["templates"]) == 5
+    # a concept's feature = normalised mean of its normalised template features
+    from clustermine_lib.prompts import get_prompts
+
+    m = M.load_model(TINY, checkpoint=tiny["ckpt"], device="cpu")
+    with torch.inference_mode():
+        z = m.model.encode_text(m.tokenizer([t.format("car") for t in get_prompts("ming-5")]))
+    want = torch.nn.functional.normalize(torch.nn.functional.normalize(z, dim=-1).mean(0), dim=0)
+    assert torch.allclose(a.features[2], want, atol=1e-5)
+
+
+def test_resume_after_kill_recomputes_only_the_rest(tiny, tmp_path, monkeypatch):
+    kw = dict(_kw(tiny, tmp_path / "killed"), shard_size=4)
+    real_save = F._save_shard
+    saved = []
+
+    def save_then_die(*a, **k):
+        if saved:
+            raise KeyboardInterrupt("killed after the first shard")
+        real_save(*a, **k)
+        saved.append(1)
+
+    monkeypatch.setattr(F, "_save_shard", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        F.extract_image_features(TINY, None, "imagenet-train", **kw)
+    monkeypatch.setattr(F, "_save_shard", real_save)
+
+    computed = []
+    real_compute = F._compute_image_shard
+    monkeypatch.setattr(F, "_compute_image_shard", lambda ref, ds, s, e, *a: computed.append((s, e)) or
+                        real_compute(ref, ds, s, e, *a))
+    resumed = F.extract_image_features(TINY, None, "imagenet-train", **kw)
+    assert computed == [(4, 8), (8, 12)]
+    fresh = F.extract_image_features(TINY, None, "imagenet-train", **dict(kw, cache_dir=tmp_path / "fresh"))
+    assert torch.equal(resumed.features, fresh.features) and torch.equal(resumed.labels, fresh.labels)
+    assert resumed.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+
+
+def test_torchrun_two_processes_equal_one(tiny, tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # torchrun children run with OMP_NUM_THREADS=1: same kernels, same bits
+    try:
+        single = F.extract_image_features(TINY, None, "imagenet-train", **dict(_kw(tiny, tmp_path / "one"),
+                                                                               shard_size=3))
+    finally:
+        torch.set_num_threads(threads)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "clustermine_lib.features", "--model", str(tiny["config"]), "--checkpoint", str(tiny["ckpt"]),
+           "--dataset", "imagenet-train", "--data-root", str(tiny["data"]), "--cache-dir", str(tmp_path / "two"),
+           "--shard-size", "3", "--num-workers", "0", "--device", "cpu", "--no-text", "--no-progress"]
+    run = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    two = F.load_image_features(TINY, None, "imagenet-train", checkpoint=tiny["ckpt"], cache_dir=tmp_path / "two")
+    assert two.meta["world_size"] == 2 and len(two.meta["shards"]) == 4
+    assert torch.equal(single.features, two.features)
+    assert torch.equal(single.labels, two.labels) and torch.equal(single.index, two.index)
+
+
+# ----------------------------------------------------------------------------- Benchmark and kNN
+def test_load_benchmark_from_cached_features(tiny, tmp_path, monkeypatch):
+    kw = _kw(tiny, tmp_path)
+    corpus = Corpus("toy", ("dog", "cat", "car", "tench", "goldfish"), ("",) * 5, ("n",) * 5)
+    with pytest.raises(FileNotFoundError) as err:
+        F.load_benchmark(TINY, None, corpus, "basic", tmp_path, ood=["NINCO", "IN-O"], checkpoint=tiny["ckpt"])
+    msg = str(err.value)
+    assert "make features MODEL=clustermine-tiny-test" in msg and "DATASET=imagenet-train,imagenet-val,NINCO,IN-O" in msg
+    assert "CHECKPOINT=" in msg and "extract_text_features" in msg
+
+    for d in ("imagenet-train", "imagenet-val", "NINCO", "IN-O"):
+        F.extract_image_features(TINY, None, d, **kw)
+    F.extract_text_features(TINY, None, corpus.names, name="toy", prompts="basic", checkpoint=tiny["ckpt"],
+                            cache_dir=tmp_path, progress=False)
+    F.extract_text_features(TINY, None, F.imagenet_classnames(), name="imagenet-classes", prompts="basic",
+                            checkpoint=tiny["ckpt"], cache_dir=tmp_path, progress=False, batch_size=2000)
+    monkeypatch.setattr(F, "_class_synsets", lambda: ["tench.n.01"] + [""] * 999)  # no WordNet needed here
+    bench = F.load_benchmark(TINY, None, corpus, "basic", tmp_path, ood=["NINCO", "ImageNet-O"],
+                             checkpoint=tiny["ckpt"])
+    assert isinstance(bench, Benchmark) and not bench.simulated
+    assert len(bench.train) == 12 and len(bench.test) == 6 and list(bench.ood) == ["NINCO", "IN-O"]
+    assert len(bench.ood["NINCO"]) == 5 and bench.meta["datasets"]["NINCO"]["skipped"] == 1
+    assert bench.class_names[0] == "tench" and bench.class_text.shape == (1000, 32) and bench.dim == 32
+    assert bench.corpus_text.shape == (5, 32) and bench.logit_scale == pytest.approx(1 / 0.07, rel=1e-5)
+    assert bench.test.labels.tolist() == [0, 0, 1, 1, 2, 2] and bench.shifted == {}
+    with pytest.raises(FileNotFoundError, match=r"(?s)ImageNet-R.*make features .*DATASET=ImageNet-R"):
+        F.load_benchmark(TINY, None, corpus, "basic", tmp_path, ood=["NINCO"], shifted=["ImageNet-R"],
+                         checkpoint=tiny["ckpt"])
+
+    knn = F.cached_knn(TINY, None, "imagenet-train", k=3, checkpoint=tiny["ckpt"], cache_dir=tmp_path)
+    assert knn.shape == (12, 3) and not (knn == torch.arange(12)[:, None]).any()
+    import clustermine_lib.clustering as C
+
+    monkeypatch.setattr(C, "knn_indices", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    assert torch.equal(knn, F.cached_knn(TINY, None, "imagenet-train", k=3, checkpoint=tiny["ckpt"],
+                                         cache_dir=tmp_path))
