@@ -168,8 +168,7 @@ class _ModelRef:
 
     def get(self) -> LoadedModel:
         if self.loaded is None:
-            self.loaded = load_model(self.spec.key if self.spec.pretrained else self.spec.arch,
-                                     self.spec.pretrained, checkpoint=self.checkpoint, device=self.device,
+            self.loaded = load_model(self.spec, checkpoint=self.checkpoint, device=self.device,
                                      download=self.download)
         return self.loaded
 
@@ -560,7 +559,10 @@ def make_command(ref: _ModelRef, datasets, corpus=None, prompts=None, data_root=
         parts.append(f"PRETRAINED={ref.spec.pretrained}")
     if ref.checkpoint:
         parts.append(f"CHECKPOINT={ref.checkpoint}")
-    parts.append(f"DATASET={','.join(datasets) if datasets else 'text'}")
+    from .datasets import GROUPS
+
+    group = [g for g, members in GROUPS.items() if datasets and set(members) == set(datasets)]
+    parts.append(f"DATASET={group[0] if group else ','.join(datasets) if datasets else 'text'}")
     if corpus:
         parts.append(f"CORPUS={corpus}")
     if prompts:
@@ -614,8 +616,7 @@ def load_benchmark(model=DEFAULT_MODEL, pretrained=None, corpus="wordnet-na", pr
     missing, missing_sets, images = [], [], {}
     for d in dict.fromkeys(wanted):
         try:
-            images[d] = load_image_features(model, pretrained, d, checkpoint=checkpoint,
-                                            cache_dir=cache_dir)
+            images[d] = load_image_features(ref, None, d, cache_dir=cache_dir)
         except FileNotFoundError:
             missing.append(f"image features of {d} ({image_dir(ref, d, cache_dir) / 'meta.json'})")
             missing_sets.append(d)
@@ -623,8 +624,7 @@ def load_benchmark(model=DEFAULT_MODEL, pretrained=None, corpus="wordnet-na", pr
     for tag, names in ((_corpus_tag(corp, preprocess, registered), corp.names), ("imagenet-classes",
                                                                                 imagenet_classnames())):
         try:
-            texts[tag] = load_text_features(model, pretrained, names, name=tag, prompts=prompts,
-                                            checkpoint=checkpoint, cache_dir=cache_dir)
+            texts[tag] = load_text_features(ref, None, names, name=tag, prompts=prompts, cache_dir=cache_dir)
         except FileNotFoundError as e:
             missing.append(str(e))
     if missing:

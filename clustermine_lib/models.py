@@ -107,6 +107,8 @@ def resolve_model(name: str, pretrained: str | None = None, checkpoint=None) -> 
     or a path to an open_clip model-config JSON (registered with ``open_clip.add_model_config``;
     the architecture is the file stem; weights then come from ``checkpoint=``).
     """
+    if isinstance(name, ModelSpec):
+        return name
     if not isinstance(name, str) or not name:
         raise ValueError(f"model name must be a non-empty string, got {name!r}. Known models: {_known_names()}.")
     if name in MODELS:
@@ -246,7 +248,7 @@ def default_device(device=None):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_model(name: str = DEFAULT_MODEL, pretrained: str | None = None, checkpoint=None, device=None,
+def load_model(name: str | ModelSpec = DEFAULT_MODEL, pretrained: str | None = None, checkpoint=None, device=None,
                download: bool = False, hf_cache_dir=None) -> LoadedModel:
     """Load a CLIP model through ``open_clip.create_model_and_transforms``, in eval mode.
 

@@ -108,6 +108,14 @@ def test_missing_weights_fail_fast_offline(tmp_path, monkeypatch):
     assert time.perf_counter() - t0 < 2.0
     msg = str(err.value)
     assert "ViT-B-16/openai" in msg and "Hugging Face cache" in msg and "checkpoint=" in msg
+    # the same lookup finds weights a user downloaded earlier (HF cache layout), without the network
+    snap = tmp_path / "hf" / "models--timm--vit_base_patch16_clip_224.openai" / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    (snap / "open_clip_model.safetensors").write_bytes(b"")
+    (snap.parent.parent / "refs").mkdir()
+    (snap.parent.parent / "refs" / "main").write_text("a" * 40)
+    found = M.cached_weights(M.MODELS["ViT-B-16/openai"], hf_cache_dir=tmp_path / "hf")
+    assert found == str(snap / "open_clip_model.safetensors")
 
 
 def test_checkpoint_formats_and_logit_scale(tiny):

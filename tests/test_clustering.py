@@ -1,0 +1,194 @@
+"""Tests for clustermine_lib.clustering: exact kNN and batched multi-head TEMI."""
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import adjusted_rand_score
+
+from clustermine_lib.clustering import (TEMIConfig, _forward, _init_heads, fit_temi, knn_indices,
+                                        temi_head_losses)
+
+
+def dense_knn(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Brute-force reference: full similarity matrix, self removed by index."""
+    xn = F.normalize(x.double(), dim=1)
+    sims = xn @ xn.T
+    sims.fill_diagonal_(-float("inf"))
+    return sims.topk(k, dim=1).indices
+
+
+# ---------------------------------------------------------------- kNN
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 100, 203, 4096])
+def test_knn_equals_dense_reference(chunk_size):
+    x = torch.randn(203, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    got = knn_indices(x, k=9, chunk_size=chunk_size)
+    assert got.shape == (203, 9) and got.dtype == torch.long
+    assert torch.equal(got, dense_knn(x, 9))
+
+
+def test_knn_float32_and_unnormalised_input_matches_reference_similarities():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(150, 8, generator=g) * torch.rand(150, 1, generator=g) * 10
+    got = knn_indices(x, k=5, chunk_size=32)
+    xn = F.normalize(x.double(), dim=1)
+    sims = xn @ xn.T
+    sims.fill_diagonal_(-float("inf"))
+    # compare similarity values (robust to float32 near-ties), not just indices
+    assert torch.allclose(sims.gather(1, got), sims.topk(5, dim=1).values, atol=1e-6)
+
+
+@pytest.mark.parametrize("n,chunk_size", [(65, 64), (129, 64), (97, 32), (30, 4096)])
+def test_knn_never_contains_self_with_exact_duplicates(n, chunk_size):
+    # every point appears three times (plus a tail), so several rows tie with self exactly
+    base = torch.randn((n + 2) // 3, 6, generator=torch.Generator().manual_seed(n))
+    x = base.repeat_interleave(3, dim=0)[:n]
+    knn = knn_indices(x, k=2, chunk_size=chunk_size)
+    rows = torch.arange(n)
+    assert not (knn == rows[:, None]).any()
+    # a point with two exact copies has exactly those copies as its 2 nearest neighbours
+    group = rows // 3
+    full = torch.bincount(group)[group] == 3
+    assert (group[knn][full] == group[full][:, None]).all()
+
+
+def test_knn_all_identical_points_excludes_self():
+    x = torch.ones(70, 4)
+    knn = knn_indices(x, k=69, chunk_size=16)
+    for i in range(70):
+        assert sorted(knn[i].tolist()) == [j for j in range(70) if j != i]
+
+
+@pytest.mark.parametrize("k", [0, 10, 11])
+def test_knn_rejects_bad_k(k):
+    with pytest.raises(ValueError, match=r"k=.*1 <= k <= N-1 = 9"):
+        knn_indices(torch.randn(10, 3), k=k)
+
+
+# ---------------------------------------------------------------- batched heads and loss
+def test_batched_forward_equals_per_head_modules():
+    cfg = TEMIConfig(n_clusters=7, n_heads=3, hidden=16, bottleneck=8)
+    p = _init_heads(cfg, 5, torch.Generator().manual_seed(0))
+    p["g"] = p["g"] * torch.rand(3, 1, 7) + 0.5  # trained gains are not all 1
+    x = torch.randn(4, 5)
+    out = _forward(p, x, temp=0.1)
+    for h in range(3):
+        z = F.gelu(x @ p["w1"][h] + p["b1"][h]) @ p["w2"][h] + p["b2"][h]
+        z = F.normalize(z, dim=-1)
+        weight = p["v"][h].T  # nn.Linear layout (C, bottleneck); weight_norm over dim 0
+        weight = p["g"][h].T * weight / weight.norm(dim=1, keepdim=True)
+        assert torch.allclose(out[h], (z @ weight.T) / 0.1, atol=1e-5)
+
+
+def loop_reference_loss(student_logits, teacher_probs, pk, beta, temp):
+    """Per-head Python loop in the official form: -w * log sum_k (p_s p_t)^beta / pk."""
+    heads, two_b, _ = student_logits.shape
+    b = two_b // 2
+    weight = sum((teacher_probs[h, :b] * teacher_probs[h, b:]).sum(-1) for h in range(heads)) / heads
+    losses = []
+    for h in range(heads):
+        ps = F.softmax(student_logits[h] / temp, dim=-1)
+        pt = teacher_probs[h]
+        total = 0.0
+        for v_s, v_t in [(1, 0), (0, 1)]:  # student view, teacher view (never the same)
+            s_rows = ps[v_s * b:(v_s + 1) * b]
+            t_rows = pt[v_t * b:(v_t + 1) * b]
+            pmi = torch.log((((s_rows * t_rows) ** beta) / pk[h]).sum(-1))
+            total = total + (-(weight * pmi)).mean()
+        losses.append(total / 2)
+    return torch.stack(losses)
+
+
+def test_batched_loss_equals_per_head_loop_values_and_gradients():
+    g = torch.Generator().manual_seed(0)
+    heads, b, c = 4, 6, 9
+    logits = (torch.randn(heads, 2 * b, c, generator=g, dtype=torch.float64) * 3).requires_grad_()
+    teacher = F.softmax(torch.randn(heads, 2 * b, c, generator=g, dtype=torch.float64) * 3, -1)
+    pk = F.softmax(torch.randn(heads, c, generator=g, dtype=torch.float64), -1)
+    got = temi_head_losses(logits, teacher, pk, beta=0.6, student_temp=0.1)
+    ref = loop_reference_loss(logits, teacher, pk, beta=0.6, temp=0.1)
+    assert got.shape == (heads,)
+    assert torch.allclose(got.double(), ref, rtol=1e-5, atol=1e-6)
+    grad_got, = torch.autograd.grad(got.sum(), logits)
+    grad_ref, = torch.autograd.grad(ref.sum(), logits)
+    assert torch.allclose(grad_got.double(), grad_ref, rtol=1e-4, atol=1e-7)
+
+
+# ---------------------------------------------------------------- end-to-end TEMI
+def planted_blobs(n=300, d=32, classes=10, noise=0.15, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(classes, d, generator=g), dim=1)
+    y = torch.arange(n) % classes
+    x = F.normalize(centres[y] + noise * torch.randn(n, d, generator=g), dim=1)
+    return x, y
+
+
+def small_config(**kw):
+    kw = {"n_clusters": 10, "n_heads": 3, "k": 10, "epochs": 10, "batch_size": 64, **kw}
+    return TEMIConfig.demo(kw.pop("n_clusters"), **kw)
+
+
+@pytest.fixture(scope="module")
+def blobs_fit():
+    x, y = planted_blobs()
+    return x, y, fit_temi(x, small_config(), progress=False)
+
+
+def test_temi_recovers_planted_clusters(blobs_fit):
+    x, y, res = blobs_fit
+    assert res.labels.shape == (len(x),) and res.labels.dtype == torch.long
+    assert adjusted_rand_score(y.numpy(), res.labels.numpy()) >= 0.9
+    assert res.head_losses.shape == (3,) and res.best_head == int(res.head_losses.argmin())
+    assert torch.equal(res.predict(x), res.labels)
+
+
+def test_temi_same_seed_same_labels(blobs_fit):
+    x, _, res = blobs_fit
+    again = fit_temi(x, small_config(), progress=False)
+    assert torch.equal(again.labels, res.labels)
+    assert torch.equal(again.head_losses, res.head_losses)
+
+
+def test_temi_accepts_precomputed_knn_and_returns_probs():
+    x, _ = planted_blobs(n=120)
+    cfg = small_config(epochs=1, k=5)
+    knn = knn_indices(x, k=8)  # wider than k: only the first k columns are used
+    res = fit_temi(x, cfg, knn=knn, progress=False, return_probs=True)
+    assert res.probs.shape == (120, 10)
+    assert torch.allclose(res.probs.sum(1), torch.ones(120), atol=1e-5)
+    assert torch.equal(res.probs.argmax(1), res.labels)
+    assert torch.equal(fit_temi(x, cfg, knn=knn[:, :5], progress=False).labels, res.labels)
+
+
+# ---------------------------------------------------------------- validation
+def test_too_many_clusters_message():
+    x = torch.randn(50, 4)
+    with pytest.raises(ValueError, match=r"C=60 is larger than the number of images N=50; lower n_clusters"):
+        fit_temi(x, small_config(n_clusters=60), progress=False)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_features_rejected(bad):
+    x = torch.randn(50, 4)
+    x[7, 2] = bad
+    with pytest.raises(ValueError, match=r"features contain NaN or Inf.*row 7"):
+        fit_temi(x, small_config(), progress=False)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        knn_indices(x, k=3)
+
+
+def test_features_must_be_2d():
+    with pytest.raises(ValueError, match=r"features must be a 2-D \(N, D\)"):
+        fit_temi(torch.randn(50), small_config(), progress=False)
+    with pytest.raises(ValueError, match="2-D"):
+        knn_indices(torch.randn(5, 4, 3), k=2)
+
+
+def test_k_too_large_for_temi():
+    with pytest.raises(ValueError, match=r"k=50 is out of range"):
+        fit_temi(torch.randn(40, 4), small_config(k=50, n_clusters=4), progress=False)
+
+
+def test_bad_precomputed_knn_rejected():
+    x = torch.randn(40, 4)
+    with pytest.raises(ValueError, match=r"knn must have shape \(N=40, >=k=10\)"):
+        fit_temi(x, small_config(n_clusters=4), knn=torch.zeros(40, 3, dtype=torch.long),
+                 progress=False)
