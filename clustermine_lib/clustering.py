@@ -89,8 +89,14 @@ class TEMIConfig:
     The teacher EMA momentum is cosine-scheduled from ``momentum`` to ``momentum_end`` (constant by
     default). The last layer is frozen for ``freeze_last_layer_epochs`` (official default 1) so the
     random prototypes are not pulled around while the MLP is still noise.
-    ``standardize`` z-scores each feature dimension first (official ``--embed_norm``, used by the
-    README's ImageNet over-clustering command); off by default as in the main command.
+    ``standardize`` z-scores each feature dimension with the training set's mean/std first
+    (official ``--embed_norm``). On by default: the README passes it for ImageNet over-clustering,
+    which is ClusterMine's setting (its CIFAR command does not), and CLIP-like features share a
+    large common direction (random pairs at cosine ~0.5-0.7) that otherwise makes all heads start
+    with near-identical outputs; on such synthetic features the demo preset collapsed to 2 clusters
+    without it and reached NMI 0.94 / purity 1.00 with it.
+    Memory: a step keeps ~6 tensors of H x 2*batch_size x C floats (paper preset: 1.6 GB each);
+    lower batch_size if that does not fit.
     """
     n_clusters: int = 4000
     n_heads: int = 50
@@ -102,6 +108,7 @@ class TEMIConfig:
     min_lr: float = 1e-4
     warmup_epochs: int = 20
     weight_decay: float = 1e-4
+    adam_eps: float = 1e-8
     momentum: float = 0.996
     momentum_end: float = 0.996
     student_temp: float = 0.1
@@ -110,19 +117,26 @@ class TEMIConfig:
     hidden: int = 512
     bottleneck: int = 256
     freeze_last_layer_epochs: int = 1
-    standardize: bool = False
+    standardize: bool = True
     seed: int = 0
 
     @classmethod
     def demo(cls, n_clusters: int, **overrides) -> "TEMIConfig":
-        """Small preset for the 2-core CPU demo (N ~ 8000, D ~ 256, C ~ 300-600): 10 heads.
+        """Small preset for the 2-core CPU demo (N ~ 8000, D ~ 256, C ~ 300-600): 10 heads, 3 epochs.
 
-        Few epochs means few optimiser steps, so the batch is small (more steps per epoch), the lr
-        is higher, and the teacher momentum is lower (0.996 has a ~250-step memory, longer than the
-        whole demo run, so the teacher would still be mostly its random init).
+        A CPU budget of well under a minute allows ~100 optimiser steps instead of the paper's
+        thousands, so everything that only matters over a long run is traded for speed:
+        - teacher momentum 0.9 (constant): 0.996 has a ~250-step memory, longer than the whole
+          run, so the teacher would still be mostly its random initialisation;
+        - lr 1e-2 per 256 samples, no warm-up, cosine to 1e-4, last layer never frozen;
+        - AdamW eps 1e-12: at the start the instance weight w ~ 1/C and the mean over heads make
+          gradients ~1e-8..1e-9, i.e. at or below the default eps 1e-8, which would damp exactly
+          the first (symmetry-breaking) steps (NMI 0.82 -> 0.89 on the harder blobs below).
+        Synthetic check (8000 Gaussian blobs, D=256, 100 classes, C=400, one CPU thread, ~27 s):
+        NMI 0.97 / purity 1.00 when kNN labels are clean, NMI 0.89 / purity 0.91 when noisier.
         """
-        base = dict(n_clusters=n_clusters, n_heads=10, epochs=8, batch_size=256, lr=1e-3,
-                    min_lr=1e-4, warmup_epochs=1, momentum=0.99, momentum_end=0.996,
+        base = dict(n_clusters=n_clusters, n_heads=10, epochs=3, batch_size=256, lr=1e-2,
+                    min_lr=1e-4, warmup_epochs=0, momentum=0.9, momentum_end=0.9, adam_eps=1e-12,
                     freeze_last_layer_epochs=0)
         base.update(overrides)
         return cls(**base)
@@ -229,7 +243,7 @@ def temi_head_losses(student_logits: torch.Tensor, teacher_probs: torch.Tensor, 
     (the CPU demo is bound by these passes), and underflowing probabilities cannot produce the
     inf * 0 = NaN gradient that (p_s p_t)^beta has at 0.
     """
-    return _temi_losses(student_logits.float() / student_temp, teacher_probs, pk, beta)
+    return _temi_losses(student_logits / student_temp, teacher_probs, pk, beta)
 
 
 def _temi_losses(s: torch.Tensor, teacher_probs: torch.Tensor, pk: torch.Tensor,
@@ -237,9 +251,9 @@ def _temi_losses(s: torch.Tensor, teacher_probs: torch.Tensor, pk: torch.Tensor,
     """``temi_head_losses`` with the student logits already divided by the temperature."""
     b = s.shape[1] // 2
     with torch.no_grad():
-        pt = teacher_probs.float()
+        pt = teacher_probs
         weight = (pt[:, :b] * pt[:, b:]).sum(-1).mean(0).repeat(2)      # (2B,)
-        a = beta * pt.log() - pk.float().log().unsqueeze(1)             # (H, 2B, C)
+        a = beta * pt.log() - pk.log().unsqueeze(1)                     # (H, 2B, C)
         a = torch.cat([a[:, b:], a[:, :b]], dim=1)  # student row of x meets teacher of x', and back
     log_pmi = _logsumexp(beta * s + a) - beta * _logsumexp(s)          # (H, 2B)
     return -(weight * log_pmi).mean(dim=1)
@@ -311,16 +325,21 @@ def fit_temi(features, config: TEMIConfig | None = None, knn=None, device=None,
     if cfg.standardize:
         mean, std = x.mean(0), x.std(0).clamp_min(1e-8)
         x = (x - mean) / std
+        mean, std = mean.cpu(), std.cpu()
     x = x.to(device)
 
     student = {name: p.to(device).requires_grad_() for name, p in _init_heads(cfg, dim, gen).items()}
     teacher = {name: p.detach().clone() for name, p in student.items()}
     pk = torch.full((h, c), 1.0 / c, device=device)
     # official get_params_groups: no weight decay on biases (1-D params); g is (C, 1) there, decayed
-    opt = torch.optim.AdamW([
-        {"params": [student[k] for k in ("w1", "w2", "v", "g")], "weight_decay": cfg.weight_decay},
+    groups = [
+        {"params": [student[n_] for n_ in ("w1", "w2", "v", "g")], "weight_decay": cfg.weight_decay},
         {"params": [student["b1"], student["b2"]], "weight_decay": 0.0},
-    ], lr=cfg.lr)
+    ]
+    try:  # the fused kernel is several times faster on CPU; older torch lacks it
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, eps=cfg.adam_eps, fused=True)
+    except (RuntimeError, TypeError):
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, eps=cfg.adam_eps)
 
     bs = min(cfg.batch_size, n)
     steps = n // bs  # drop_last, as the official loader

@@ -19,9 +19,13 @@ Generative model (every random draw is seeded; ``SimConfig`` holds every constan
    shrinks with the number of templates averaged (our stand-in for prompt ensembling, Fig. 8).
 3. Image features. An image of concept s in visual mode j is
    x = normalize(√ρ_i · u_I + √(1-ρ_i) · normalize(√(1-η) · c_{s,j} + √η · ξ)),
-   c_{s,j} = normalize(m(s) + κ · ζ_{s,j}), ξ ~ N(0, I/D) per image; u_I ⟂-ish u_T is the modality
-   gap, ζ_{s,j} (half random, half the semantic vector of a WordNet neighbour of s) are the few
-   visual modes of a class. Images of a class therefore cluster around its concept, but their
+   c_{s,j} = normalize(w(s) + κ · ζ_{s,j}), w(s) = normalize(√a · m(s) + √(1-a) · r_s), ξ ~ N(0, I/D)
+   (plus, per image, the semantic vector of a random co-occurring noun at a weight ~ U(0, γ))
+   per image; u_I ⟂ u_T is the modality gap (both orthogonal to all semantic content, as CLIP's
+   gap is), r_s = m'(s) of a second, independent random walk over the same WordNet graph: the
+   appearance that no text describes, which still follows the taxonomy (a < 1: image-text alignment
+   is partial; sibling classes look alike), ζ_{s,j} (half random, half the semantic vector of a WordNet neighbour of s)
+   the few visual modes of a class. Images of a class therefore cluster around its concept, but their
    zero-shot top-1 over ~79K concepts scatters over related concepts, as with real CLIP.
 4. Sets. ID = a seeded subset of the real ImageNet-1K synsets (Y_GT = open_clip's class names).
    Semantic OOD sets at controlled WordNet distance (concepts never ID classes, nor their ancestors
@@ -35,9 +39,11 @@ Generative model (every random draw is seeded; ``SimConfig`` holds every constan
    towards a sibling class and more noise), ImageNetV2 (slightly more noise), ImageNet-C (15 random
    corruption directions, more noise).
 
-Calibration (done once, then frozen; see ``SimConfig``): only the image noise η was set, so that MCM
-with the true class names reaches a mean AUROC of about 90 over the six OOD sets on the demo profile,
-where real CLIP ViT-H lands (92.5). Nothing was tuned for any other method.
+Calibration (done once, then frozen; ``scripts/calibrate_simulation.py`` keeps the record): the
+per-image noise η was set so that images of one class cluster as CLIP's do (same-class cosine of
+centred features ≈ 0.3, other classes ≈ 0), then λ so that MCM with the true class names reaches a
+mean AUROC of 92.2 over the six OOD sets on the demo profile (real CLIP ViT-H: 92.46). No other
+method was looked at.
 """
 from __future__ import annotations
 
@@ -78,7 +84,7 @@ class SimConfig:
     ood_size: int = 1000
     shifted_size: int = 1000
     dim: int = 256
-    lam: float = 0.85  # parent weight in the semantic random walk
+    lam: float = 0.94  # λ: parent weight in the semantic random walk (calibrated)
     rho_text: float = 0.35  # text modality share
     rho_image: float = 0.5  # image modality share
     name_noise: float = 0.3  # ν
@@ -86,7 +92,9 @@ class SimConfig:
     prompt_noise: float = 0.6  # β
     modes: int = 3
     mode_spread: float = 0.6  # κ
-    noise: float = 0.88  # η: the one calibrated constant (scripts/calibrate_simulation.py)
+    noise: float = 0.5  # η: per-image noise share (same-class image cosine ≈ CLIP's, see calibration)
+    align: float = 0.5  # a: share of a class's visual direction that its text describes
+    context: float = 0.5  # γ: max weight of a co-occurring concept in an image
     logit_scale: float = 100.0
     style: float = 0.35  # share of a covariate style in the image
 
@@ -144,6 +152,7 @@ class SemanticSpace:
         # two extra axes, left empty here, carry the text / image modality offsets
         self.m = F.pad(m, (0, 2))
         self.names = [s.name() for s in synsets]
+        self.n_nouns = sum(1 for s in synsets if s.pos() == "n")
 
     def vector(self, synset: str) -> torch.Tensor:
         return self.m[self.index[synset]]
@@ -166,6 +175,9 @@ class Simulator:
     def __init__(self, config: SimConfig, seed: int = 0):
         self.cfg, self.seed = config, seed
         self.space = _semantic_space(config.dim, config.lam, seed)
+        # a second, independent walk over the same hierarchy: appearance that text does not describe
+        # but that still follows the taxonomy (sibling classes look alike)
+        self.visual = _semantic_space(config.dim, config.lam, seed + 7919)
         gen = torch.Generator().manual_seed(seed + 1)
         d = config.dim
         # the modality gap: constant offsets orthogonal to all semantic content, as in CLIP
@@ -213,7 +225,9 @@ class Simulator:
         """(modes, D) visual mode centres c_{s,j} of a concept."""
         c = self.cfg
         gen = torch.Generator().manual_seed(_hash_int(f"{self.seed}:modes:{key}") % (1 << 62))
-        base = self.space.vector(synset)
+        # visual direction: partly the concept's semantics, partly what no text describes
+        r = self.visual.vector(synset)
+        base = _unit(math.sqrt(c.align) * self.space.vector(synset) + math.sqrt(1 - c.align) * r)
         s = self.space.wn.synset(synset)
         neigh = [n.name() for n in (s.hyponyms() + s.hypernyms()) if n.name() in self.space.index]
         centres = []
@@ -234,7 +248,12 @@ class Simulator:
         eta = c.noise if noise is None else noise
         mode = torch.randint(centres.shape[0], (n,), generator=gen)
         xi = self.semantic_noise(n, gen)
-        content = math.sqrt(1 - eta) * centres[mode] + math.sqrt(eta) * xi
+        # a co-occurring concept (any noun) at a per-image weight in [0, γ]: what makes real zero-shot
+        # top-1 land elsewhere and some ID images look OOD
+        n_nouns = self.space.n_nouns
+        ctx = self.space.m[torch.randint(n_nouns, (n,), generator=gen)]
+        weight = c.context * torch.rand(n, 1, generator=gen)
+        content = math.sqrt(1 - eta) * centres[mode] + math.sqrt(eta) * xi + weight * ctx
         if extra is not None:
             content = math.sqrt(1 - extra_weight) * _unit(content) + math.sqrt(extra_weight) * extra
         return _unit(math.sqrt(c.rho_image) * self.u_image + math.sqrt(1 - c.rho_image) * _unit(content))
