@@ -7,11 +7,15 @@ PROFILE ?= demo
 SEED ?= 0
 # Real-data parameters (PROFILE=paper); see docs/gpu_workflow.md
 MODEL ?= ViT-H-14
-PRETRAINED ?= dfn5b
+PRETRAINED ?=
 CHECKPOINT ?=
-DATASET ?= imagenet-val
+DATASET ?= paper
 DATA_ROOT ?= $(HOME)/data
-CACHE_DIR ?= .cache/features
+CORPUS ?= wordnet-na
+PROMPTS ?= simple-7
+NPROC ?= 1
+FEATURE_ARGS ?=
+CACHE_DIR ?= $(or $(CLUSTERMINE_CACHE),.cache)/features
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: install wordnet test test-fast demo bench lab features clean help
@@ -49,9 +53,11 @@ bench:  ## speed and memory benchmarks, as ratios to this machine's matmul rate
 lab:  ## open JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab notebooks
 
-features:  ## extract CLIP features: make features MODEL=.. PRETRAINED=.. DATASET=.. DATA_ROOT=.. [CHECKPOINT=..]
-	$(PY) -m clustermine_lib.features --model $(MODEL) --pretrained $(PRETRAINED) --dataset $(DATASET) \
-	  --data-root $(DATA_ROOT) --cache-dir $(CACHE_DIR) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+features:  ## extract CLIP features: make features MODEL=.. [PRETRAINED=..|CHECKPOINT=..] DATASET=.. DATA_ROOT=.. [NPROC=8]
+	$(if $(filter-out 1,$(NPROC)),$(PY) -m torch.distributed.run --standalone --nproc_per_node=$(NPROC),$(PY)) \
+	  -m clustermine_lib.features --model $(MODEL) $(if $(PRETRAINED),--pretrained $(PRETRAINED)) \
+	  $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --dataset $(DATASET) --data-root $(DATA_ROOT) \
+	  --cache-dir $(CACHE_DIR) --corpus $(CORPUS) --prompts $(PROMPTS) $(FEATURE_ARGS)
 
 clean:  ## remove caches (not the venv)
 	rm -rf .cache .pytest_cache
