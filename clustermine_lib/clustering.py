@@ -14,6 +14,7 @@ every layer is a ``bmm``, so 50 heads cost one kernel per layer instead of 50.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, replace
 
 import torch
@@ -393,4 +394,10 @@ def fit_temi(features, config: TEMIConfig | None = None, knn=None, device=None,
             keep.append(p.cpu())
     result.confidence, result.labels = torch.cat(conf), torch.cat(labels)
     result.probs = torch.cat(keep) if return_probs else None
+    used = int(result.labels.unique().numel())
+    if used < 2 or result.confidence.mean() < 3.0 / c:
+        warnings.warn(f"TEMI did not converge: {used} of C={c} clusters used, mean confidence "
+                      f"{float(result.confidence.mean()):.4f} (uniform = {1 / c:.4f}). Train longer "
+                      f"(epochs), raise lr, or keep standardize=True for features with a common "
+                      f"offset.", RuntimeWarning, stacklevel=2)
     return result

@@ -53,13 +53,14 @@ class Corpus:
         return len(self.names)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._index
+        return clean(name) in self._index
 
     def indices_of(self, names) -> tuple[list[int], list[str]]:
-        """Indices (first occurrence) of ``names``; also the names not found in the corpus."""
+        """Indices (first occurrence) of ``names``, matched after ``clean`` (case, underscores);
+        also the names not found in the corpus."""
         found, missing = [], []
         for n in names:
-            (found.append(self._index[n]) if n in self._index else missing.append(n))
+            (found.append(self._index[clean(n)]) if clean(n) in self._index else missing.append(n))
         return found, missing
 
     def subset(self, indices, name: str | None = None) -> "Corpus":
@@ -69,7 +70,7 @@ class Corpus:
 
     def union(self, names, name: str | None = None) -> "Corpus":
         """This corpus with the ``names`` it lacks appended (e.g. POS-N ∪ Y_GT, Table 3)."""
-        extra = [n for n in dict.fromkeys(names) if n not in self]
+        extra = [clean(n) for n in dict.fromkeys(names) if n not in self]
         return Corpus(name or f"{self.name}+gt", self.names + tuple(extra),
                       self.synsets + ("",) * len(extra), self.pos + ("",) * len(extra))
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .corpus import Corpus
+from .corpus import Corpus, clean
 from .mining import Mined, _complement
 
 DEFAULT_BUDGET = 2**24
@@ -511,7 +511,7 @@ def _gt_in_corpus(class_names, corpus: Corpus, method: str) -> tuple[list[int], 
 
 def _non_gt_candidates(class_names, corpus: Corpus) -> torch.Tensor:
     # Eq. 2 by name: every occurrence of a Y_GT name leaves Y_neg (corpora with duplicates included).
-    gt = set(class_names)
+    gt = {clean(n) for n in class_names}
     return torch.tensor([i for i, n in enumerate(corpus.names) if n not in gt], dtype=torch.long)
 
 

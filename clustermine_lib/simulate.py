@@ -58,10 +58,10 @@ import torch
 import torch.nn.functional as F
 
 from .benchmark import Benchmark, FeatureSet
-from .corpus import Corpus, load_corpus
+from .corpus import Corpus, clean, load_corpus
 from .prompts import DEFAULT_PROMPTS, get_prompts
 
-SIM_VERSION = 1
+SIM_VERSION = 2
 DTD_TEXTURES = (
     "banded blotchy braided bubbly bumpy chequered cobwebbed cracked crosshatched crystalline dotted "
     "fibrous flecked freckled frilly gauzy grid grooved honeycombed interlaced knitted lacelike lined "
@@ -214,8 +214,9 @@ class Simulator:
         u_p = _unit(_hashed_noise([f"prompt:{prompts}"], c.dim, self.noise_table))[0]
         sem = self.semantic(names, synsets)
         # both perturbations have norm ≈ 1, like m(s)
-        z_name = _hashed_noise([f"name:{n}" for n in names], c.dim, self.noise_table)
-        z_prompt = _hashed_noise([f"prompt:{prompts}:{n}" for n in names], c.dim, self.noise_table)
+        keys = [clean(n) for n in names]  # CLIP's tokenizer lower-cases: "Saluki" = "saluki"
+        z_name = _hashed_noise([f"name:{k}" for k in keys], c.dim, self.noise_table)
+        z_prompt = _hashed_noise([f"prompt:{prompts}:{k}" for k in keys], c.dim, self.noise_table)
         content = _unit(sem + c.name_noise * z_name + c.prompt_shift * u_p
                         + c.prompt_noise / math.sqrt(n_templates) * z_prompt)
         return _unit(math.sqrt(c.rho_text) * self.u_text + math.sqrt(1 - c.rho_text) * content)

@@ -160,6 +160,17 @@ def test_temi_recovers_planted_clusters(blobs_fit):
     assert torch.equal(res.predict(x), res.labels)
 
 
+def test_temi_standardize_handles_common_offset():
+    # CLIP-like features share a big common direction; without z-scoring, all heads start with
+    # near-identical outputs and TEMI collapses to one cluster on exactly this data
+    x, y = planted_blobs()
+    offset = F.normalize(torch.randn(32, generator=torch.Generator().manual_seed(5)), dim=0)
+    res = fit_temi(x + 3 * offset, small_config(), progress=False)
+    assert adjusted_rand_score(y.numpy(), res.labels.numpy()) >= 0.9
+    with pytest.warns(RuntimeWarning, match="TEMI did not converge"):
+        fit_temi(x + 3 * offset, small_config(standardize=False), progress=False)
+
+
 def test_temi_same_seed_same_labels(blobs_fit):
     x, _, res = blobs_fit
     again = fit_temi(x, small_config(), progress=False)
@@ -169,7 +180,7 @@ def test_temi_same_seed_same_labels(blobs_fit):
 
 def test_temi_accepts_precomputed_knn_and_returns_probs():
     x, _ = planted_blobs(n=120)
-    cfg = small_config(epochs=1, k=5, standardize=True)
+    cfg = small_config(epochs=5, k=5)
     knn = knn_indices(x, k=8)  # wider than k: only the first k columns are used
     res = fit_temi(x, cfg, knn=knn, progress=False, return_probs=True)
     assert res.probs.shape == (120, 10)

@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from clustermine_lib import mining, scoring
+from clustermine_lib.detector import ClusterMine, PosMine
+from clustermine_lib.experiments import Pipeline, Settings
+
+
+def test_clustermine_detector_with_given_clusters(tiny_bench):
+    b = tiny_bench
+    clusters = b.train.labels  # oracle clusters: the majority vote must give one label per class
+    det = ClusterMine(clusters=clusters).fit(b.train.features, b.corpus, b.corpus_text, b.logit_scale)
+    top1 = scoring.zero_shot_top1(b.train.features, b.corpus_text)[0]
+    expected = mining.clustermine(top1, clusters, b.corpus)
+    assert det.positive_names == expected.names
+    assert len(det.mined_) <= len(b.class_names)
+    assert det.tau_ == pytest.approx(1 / (10 * b.logit_scale))
+    s = det.score_samples(b.test.features)
+    ref = scoring.eq1_logit(b.test.features, b.corpus_text[expected.pos], b.corpus_text[expected.neg], det.tau_)
+    assert torch.allclose(s, ref)
+
+
+def test_posmine_detector_and_pruning(tiny_bench):
+    b = tiny_bench
+    det = PosMine(m=3, neg_k=1000).fit(b.train.features, b.corpus, b.corpus_text, b.logit_scale)
+    assert len(det.neg_text_) == 1000 and len(det.pos_text_) == len(det.mined_.pos)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        PosMine().score_samples(b.test.features)
+
+
+def test_bad_tau_and_corpus_mismatch(tiny_bench):
+    b = tiny_bench
+    with pytest.raises(ValueError, match="tau must be"):
+        PosMine(m=3, tau=0.0).fit(b.train.features, b.corpus, b.corpus_text)
+    with pytest.raises(ValueError, match="recompute the text features"):
+        PosMine(m=3).fit(b.train.features, b.corpus, b.corpus_text[:10])
+    with pytest.raises(ValueError, match="dimension"):
+        PosMine(m=3).fit(b.train.features[:, :5], b.corpus, b.corpus_text)
+
+
+def test_pipeline_table_all_gt_methods(tiny_bench):
+    pipe = Pipeline(tiny_bench, Settings.for_benchmark(tiny_bench, progress=False))
+    table = pipe.table(["MCM", "MaxLogit", "NegLabel", "PosMine"], ood_sets=["iNat", "NINCO"])
+    assert list(table.columns) == ["method", "id_set", "ood_set", "auroc", "fpr95"]
+    assert len(table) == 8 and table.auroc.between(0, 100).all()
+    # far OOD (plants) is easier than near OOD (cousins) for MCM on the simulation
+    mcm = table[table.method == "MCM"].set_index("ood_set").auroc
+    assert mcm["iNat"] > mcm["NINCO"]
