@@ -45,7 +45,7 @@ test-fast:  ## unit tests only
 	$(PY) -m pytest tests -x
 
 demo:  ## ClusterMine vs MCM and PosMine on the simulated benchmark (CPU, < 2 min)
-	$(PY) -m clustermine_lib.cli demo --seed $(SEED)
+	$(PY) -m clustermine_lib.cli demo --seed $(SEED) $(if $(METHODS),--methods $(METHODS))
 
 bench:  ## speed and memory benchmarks, as ratios to this machine's matmul rate
 	$(PY) benchmarks/bench.py
