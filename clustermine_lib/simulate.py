@@ -61,7 +61,7 @@ from .benchmark import Benchmark, FeatureSet
 from .corpus import Corpus, clean, load_corpus
 from .prompts import DEFAULT_PROMPTS, get_prompts
 
-SIM_VERSION = 2
+SIM_VERSION = 3
 DTD_TEXTURES = (
     "banded blotchy braided bubbly bumpy chequered cobwebbed cracked crosshatched crystalline dotted "
     "fibrous flecked freckled frilly gauzy grid grooved honeycombed interlaced knitted lacelike lined "
@@ -359,7 +359,7 @@ def ood_pools(wn, id_synsets: list[str], in21k: set[str]) -> dict[str, list[str]
     }
 
 
-# mixture of an ID concept into scene images: Places has ~60 % semantic overlap with ImageNet
+# share of scene concepts whose images also show an ID concept (Places overlaps ImageNet by ~60 %)
 SCENE_ID_SHARE = {"Places": 0.5, "SUN": 0.25}
 
 
@@ -425,7 +425,7 @@ def _build(cfg: SimConfig, size, seed, corpus_name, preprocess, prompts) -> Benc
         parts = []
         for s, n in zip(chosen, per):
             cen = sim.mode_centres(s, f"ood:{s}")
-            if name in SCENE_ID_SHARE and torch.rand(1, generator=g).item() < SCENE_ID_SHARE[name] * 2:
+            if name in SCENE_ID_SHARE and torch.rand(1, generator=g).item() < SCENE_ID_SHARE[name]:
                 mix = sim.space.vector(id_syn[int(torch.randint(cfg.n_classes, (1,), generator=g))])
                 cen = _unit(cen + 0.8 * mix)
             parts.append(sim.images(cen, n, g))
