@@ -62,7 +62,7 @@ from .benchmark import Benchmark, FeatureSet
 from .corpus import Corpus, clean, load_corpus
 from .prompts import DEFAULT_PROMPTS, get_prompts
 
-SIM_VERSION = 4
+SIM_VERSION = 5
 DTD_TEXTURES = (
     "banded blotchy braided bubbly bumpy chequered cobwebbed cracked crosshatched crystalline dotted "
     "fibrous flecked freckled frilly gauzy grid grooved honeycombed interlaced knitted lacelike lined "
@@ -123,7 +123,7 @@ def _wordnet_graph() -> dict:
 
     from .wordnet import cache_dir, wordnet
 
-    path = cache_dir() / "simulated" / "wordnet-graph-v1.json"
+    path = cache_dir() / "simulated" / "wordnet-graph-v2.json"
     if path.exists():
         return json.loads(path.read_text())
     wn = wordnet()
@@ -133,7 +133,7 @@ def _wordnet_graph() -> dict:
     def parents(x):
         ps = (x.hypernyms() + x.instance_hypernyms() if x.pos() == "n"
               else x.similar_tos() if x.pos() == "s" else x.attributes())
-        return [index[p.name()] for p in ps if p.name() in index]
+        return sorted(index[p.name()] for p in ps if p.name() in index)  # nltk's order is hash-seeded
 
     par = [parents(x) for x in synsets]
     order, state = [], [0] * len(synsets)  # 0 new, 1 on the stack, 2 done
@@ -263,7 +263,8 @@ class Simulator:
         r = self.visual.vector(synset)
         base = _unit(math.sqrt(c.align) * self.space.vector(synset) + math.sqrt(1 - c.align) * r)
         s = self.space.wn.synset(synset)
-        neigh = [n.name() for n in (s.hyponyms() + s.hypernyms()) if n.name() in self.space.index]
+        # sorted: nltk keeps pointers in a set, whose order changes with Python's hash seed
+        neigh = sorted({n.name() for n in s.hyponyms() + s.hypernyms()} & self.space.index.keys())
         centres = []
         for j in range(c.modes):
             rand = _unit(self.semantic_noise(1, gen)[0])
