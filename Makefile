@@ -61,3 +61,81 @@ features:  ## extract CLIP features: make features MODEL=.. [PRETRAINED=..|CHECK
 
 clean:  ## remove caches (not the venv)
 	rm -rf .cache .pytest_cache
+
+# ---------------------------------------------------------------------------------------------------
+# Notebooks: one target per table / figure. Targets that share a notebook run it once per make call.
+#   make table1                         demo profile (simulated benchmark, CPU)
+#   make fig6 PROFILE=paper MODEL=ViT-B-16 PRETRAINED=openai
+#   make all PROFILE=paper              every notebook; goes on past failures, then lists them
+#   make notebooks                      re-execute notebooks/*.ipynb IN PLACE (demo): what nbval checks
+# Parameters set on the command line (or in the environment) are passed to papermill as -p: PROFILE
+# MODEL PRETRAINED CORPUS PROMPTS C M K TAU SEED DATA_ROOT CACHE_DIR OUTPUT_DIR DEVICE; anything else
+# with NB_ARGS='-p k_values "[1000, 40000]"'. A name the notebook does not declare is an error.
+# The executed copy goes to results/$(PROFILE)/notebooks/ (the committed notebooks stay as they are).
+# ---------------------------------------------------------------------------------------------------
+NOTEBOOK_TABLE := \
+  quickstart:00_quickstart \
+  table1:01_table1_main_results \
+  table2:02_covariate_shift_table2_table9_fig4 \
+  table9:02_covariate_shift_table2_table9_fig4 \
+  fig4:02_covariate_shift_table2_table9_fig4 \
+  table3:03_corpora_table3 \
+  table4:04_equal_size_positives_table4 \
+  table5:05_openood_vit_b_table5 \
+  fig6:06_sensitivity_fig6 \
+  fig3:07_model_scaling_fig3 \
+  fig5:08_label_quality_fig5 \
+  table6:09_text_preprocessing_table6 \
+  table7:10_extra_ood_table7 \
+  fig7:11_cluster_analysis_fig7 \
+  fig8:12_prompts_fig8 \
+  fig9:13_negative_mining_fig9_fig10_fig11 \
+  fig10:13_negative_mining_fig9_fig10_fig11 \
+  fig11:13_negative_mining_fig9_fig10_fig11 \
+  table8:14_plp_table8
+ARTIFACTS := $(foreach p,$(NOTEBOOK_TABLE),$(firstword $(subst :, ,$(p))))
+NOTEBOOKS := $(sort $(foreach p,$(NOTEBOOK_TABLE),$(lastword $(subst :, ,$(p)))))
+NB_OUT = results/$(PROFILE)/notebooks
+PAPERMILL := $(VENV)/bin/papermill
+NB_KERNEL := python3
+# make variable -> notebook parameter (passed only when set on the command line or in the environment)
+NB_VARS := MODEL:model PRETRAINED:pretrained CORPUS:corpus PROMPTS:prompts C:C M:M K:K TAU:tau SEED:seed \
+  DEVICE:device
+NB_PATH_VARS := DATA_ROOT:data_root CACHE_DIR:cache_dir OUTPUT_DIR:output_dir
+_set = $(filter command line environment environment override,$(origin $(1)))
+NB_PARAMS = -p profile $(PROFILE) \
+  $(foreach p,$(NB_VARS),$(if $(call _set,$(firstword $(subst :, ,$(p)))),-p $(lastword $(subst :, ,$(p))) '$($(firstword $(subst :, ,$(p))))')) \
+  $(foreach p,$(NB_PATH_VARS),$(if $(call _set,$(firstword $(subst :, ,$(p)))),-p $(lastword $(subst :, ,$(p))) '$(abspath $($(firstword $(subst :, ,$(p)))))')) \
+  $(NB_ARGS)
+
+.PHONY: all notebooks $(ARTIFACTS) FORCE
+$(foreach p,$(NOTEBOOK_TABLE),$(eval $(firstword $(subst :, ,$(p))): $(NB_OUT)/$(lastword $(subst :, ,$(p))).ipynb))
+$(ARTIFACTS): ; @:
+table1:  ## run an artifact's notebook: make table1..table9 | fig3..fig11 | quickstart [PROFILE=paper MODEL=..]
+
+$(NB_OUT)/%.ipynb: notebooks/%.ipynb FORCE
+	@mkdir -p $(@D)
+	$(PAPERMILL) --kernel $(NB_KERNEL) --cwd notebooks --no-progress-bar --log-output $< $@ $(NB_PARAMS)
+	@echo "executed notebook: $@; results: results/$(PROFILE)/, figures: figures/$(PROFILE)/"
+FORCE:
+
+all:  ## run every notebook (PROFILE=demo|paper); goes on past a failing one and summarises at the end
+	@mkdir -p $(NB_OUT)/logs; failed=""; \
+	for nb in $(NOTEBOOKS); do \
+	  printf '%-45s ' "$$nb"; start=$$(date +%s); \
+	  if $(MAKE) --no-print-directory $(NB_OUT)/$$nb.ipynb > $(NB_OUT)/logs/$$nb.log 2>&1; \
+	  then echo "ok ($$(( $$(date +%s) - start )) s)"; \
+	  else echo "FAILED ($$(( $$(date +%s) - start )) s), log: $(NB_OUT)/logs/$$nb.log"; failed="$$failed $$nb"; fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo; echo "FAILED notebooks (PROFILE=$(PROFILE)):"; \
+	  for nb in $$failed; do echo "  $$nb  ->  log: $(NB_OUT)/logs/$$nb.log"; done; exit 1; \
+	else echo "all notebooks ran (PROFILE=$(PROFILE)); executed copies in $(NB_OUT)/"; fi
+
+notebooks:  ## re-execute notebooks/*.ipynb in place with the demo profile (the outputs nbval checks)
+	@for nb in $(NOTEBOOKS); do \
+	  echo "executing notebooks/$$nb.ipynb (demo)"; start=$$(date +%s); \
+	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.kernel_name=$(NB_KERNEL) --ExecutePreprocessor.timeout=1800 \
+	    --ExecutePreprocessor.record_timing=False notebooks/$$nb.ipynb || exit 1; \
+	  echo "  $$(( $$(date +%s) - start )) s"; \
+	done

@@ -1,0 +1,1000 @@
+#!/usr/bin/env python
+"""Speed and memory of clustermine's dense steps, as ratios to this machine's own matmul rate.
+
+``make bench`` (= ``.venv/bin/python benchmarks/bench.py``) prints one table and writes it to
+``benchmarks/results/<host>-<date>.md`` (atomic replace). Standard library + torch only.
+
+    benchmarks/bench.py                 # CPU, full (<= 5 min on a 2-core CPU)
+    benchmarks/bench.py --quick         # CPU, ~1 min (smaller N, no demo)
+    benchmarks/bench.py --device cuda   # adds the GPU rows (ImageNet-scale shapes); only on a CUDA box
+
+Sections (see benchmarks/README.md for every column):
+  A  zero-shot top-1, Eq. 1 and NegLabel mining vs. a plain ``torch.mm`` of the same shapes
+  B  peak extra memory of those steps at two N, each in a fresh subprocess (RSS high-water mark)
+  C  scratch variants (copies of the library functions inside this file, NOT the library) that
+     isolate the overheads: 1/tau copy, logsumexp passes, fresh chunk allocation, chunk size, quantile
+  D  TEMI seconds per epoch at three N, all heads batched vs. a per-head loop, peak memory
+  E  exact kNN (k = 50) at three N, peak memory
+  F  end to end: ``python -m clustermine_lib.cli demo`` wall time
+  G  GPU rows (ImageNet shapes), produced ONLY when ``--device cuda`` and CUDA is present
+
+Every timing is the best of ``--reps`` (default 3) repetitions: other jobs may share the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import gc
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from clustermine_lib import clustering, scoring  # noqa: E402
+
+MB = 2**20
+T0 = time.perf_counter()
+BUDGET_S = 300.0  # the whole CPU run must finish within 5 minutes
+
+
+# ================================================================================================
+# helpers
+# ================================================================================================
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_of(fn, reps: int, device: torch.device = torch.device("cpu")):
+    """Best (minimum) wall time of ``reps`` calls of ``fn``, and the last call's result."""
+    best, out = math.inf, None
+    for _ in range(reps):
+        out = None
+        gc.collect()
+        _sync(device)
+        t = time.perf_counter()
+        out = fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def unit_rows(n: int, d: int, device: torch.device, seed: int) -> torch.Tensor:
+    """(n, d) random unit rows, built in place (no temporary copy: keeps the RSS baseline honest)."""
+    if device.type == "cuda":
+        torch.manual_seed(seed)
+        x = torch.randn(n, d, device=device)
+    else:
+        x = torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+    return x.div_(x.norm(dim=1, keepdim=True))
+
+
+def fmt_bytes(b: float | None) -> str:
+    if b is None:
+        return "-"
+    if abs(b) >= 2**30:
+        return f"{b / 2**30:.2f} GiB"
+    return f"{b / MB:.0f} MiB"
+
+
+def fmt_s(s: float) -> str:
+    return f"{s:.3f}" if s < 10 else f"{s:.1f}"
+
+
+def elapsed() -> float:
+    return time.perf_counter() - T0
+
+
+class Table:
+    """The one results table: section, row, shape, seconds, GFLOP/s, ratio, memory, notes."""
+
+    cols = ("sec", "row", "shape", "time s (best of reps)", "GFLOP/s", "ratio to mm", "peak extra mem", "notes")
+
+    def __init__(self):
+        self.rows: list[tuple] = []
+
+    def add(self, sec, row, shape="", seconds=None, gflops=None, ratio=None, mem="", notes=""):
+        r = (sec, row, shape, fmt_s(seconds) if seconds is not None else "",
+             f"{gflops:.1f}" if gflops is not None else "", f"{ratio:.2f}" if ratio is not None else "",
+             mem, notes)
+        self.rows.append(r)
+        print(" | ".join(str(c) for c in r), flush=True)
+
+    def markdown(self) -> str:
+        out = ["| " + " | ".join(self.cols) + " |", "|" + "---|" * len(self.cols)]
+        out += ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in self.rows]
+        return "\n".join(out)
+
+
+# ================================================================================================
+# scratch copies of the library's chunked scoring (variants; the library itself is untouched)
+# ================================================================================================
+
+def _normalized_text(parts: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """Validate and L2-normalise several text matrices into ONE new buffer (one copy, no cat)."""
+    n = sum(p.shape[0] for p in parts)
+    out = torch.empty(n, dim, device=parts[0].device)
+    s = 0
+    for p in parts:
+        scoring.check_matrix(p, "text features", dim)
+        F.normalize(p.float(), dim=-1, out=out[s:s + p.shape[0]])
+        s += p.shape[0]
+    return out
+
+
+def _chunks(image, text, budget, scale=None, reuse=False):
+    """``similarity_chunks`` with options: ``scale`` folded into the (r, D) image chunk instead of the
+    (r, K) result; ``reuse``: every chunk is written into one preallocated buffer (``torch.mm(out=)``),
+    so the allocator does not map and page-fault a fresh r x K block per chunk."""
+    step = scoring.rows_per_chunk(text.shape[0], budget)
+    tt = text.T
+    buf = torch.empty(min(step, image.shape[0]), text.shape[0], device=text.device) if reuse else None
+    for start in range(0, image.shape[0], step):
+        rows = slice(start, min(start + step, image.shape[0]))
+        a = image[rows]
+        if scale is not None:
+            a = a * scale
+        if reuse:
+            out = buf[: a.shape[0]]
+            torch.mm(a, tt, out=out)
+            yield rows, out
+        else:
+            yield rows, a @ tt
+
+
+EXP_FLOOR = -80.0  # exp() of anything below ~-87.3 (float32 underflow) takes a ~30x slower path on CPU
+
+
+def _lse_inplace(x: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    """logsumexp over dim 1 that overwrites ``x`` (a view is fine): amax, sub_, [clamp_min_], exp_, sum, log.
+
+    ``clamp``: shifted logits below EXP_FLOOR are raised to it before exp. Each such term then adds
+    e^-80 ~ 1.8e-35 instead of something smaller, next to the max term's 1: for any K < 1e27 the
+    sum is unchanged in float32, but torch.exp stays on its vectorised fast path.
+    """
+    m = x.amax(dim=1, keepdim=True)
+    x.sub_(m)
+    if clamp:
+        x.clamp_min_(EXP_FLOOR)
+    return x.exp_().sum(dim=1).log_().add_(m.squeeze(1))
+
+
+def eq1_variant(image, pos_text, neg_text, tau, budget=scoring.DEFAULT_BUDGET, fold=False,
+                inplace=False, clamp=False, reuse=False, one_copy=False):
+    """Scratch copy of ``scoring.eq1_logit`` with the fixes switchable one by one."""
+    tau = scoring.check_tau(tau)
+    d = pos_text.shape[1]
+    n_pos = pos_text.shape[0]
+    if one_copy:
+        text = _normalized_text([pos_text, neg_text], d)
+    else:
+        text = torch.cat([scoring.check_features(pos_text, "pos"), scoring.check_features(neg_text, "neg", d)])
+    image = scoring.check_features(image, "image features", d)
+    out = torch.empty(image.shape[0], device=image.device)
+    for rows, sim in _chunks(image, text, budget, scale=(1.0 / tau) if fold else None, reuse=reuse):
+        logits = sim if fold else sim / tau
+        if inplace:
+            lse_pos = _lse_inplace(logits[:, :n_pos], clamp)
+            lse_neg = _lse_inplace(logits[:, n_pos:], clamp)
+        else:
+            lse_pos = torch.logsumexp(logits[:, :n_pos], dim=1)
+            lse_neg = torch.logsumexp(logits[:, n_pos:], dim=1)
+        out[rows] = lse_pos - lse_neg
+    return out.cpu()
+
+
+def eq1_recommended(image, pos_text, neg_text, tau, budget=2**26):
+    return eq1_variant(image, pos_text, neg_text, tau, budget, fold=True, inplace=True, clamp=True, reuse=True,
+                       one_copy=True)
+
+
+def top1_variant(image, text, budget=scoring.DEFAULT_BUDGET, reuse=False):
+    """Scratch copy of ``scoring.zero_shot_top1`` (optionally one reused chunk buffer)."""
+    text = scoring.check_features(text, "text features")
+    image = scoring.check_features(image, "image features", text.shape[1])
+    idx = torch.empty(image.shape[0], dtype=torch.long)
+    val = torch.empty(image.shape[0])
+    for rows, sim in _chunks(image, text, budget, reuse=reuse):
+        v, i = sim.max(dim=1)
+        idx[rows], val[rows] = i.cpu(), v.cpu()
+    return idx, val
+
+
+def quantile_topk(s: torch.Tensor, q: float) -> torch.Tensor:
+    """Row-wise ``torch.quantile(s, q, dim=1)`` (linear interpolation), bit for bit, via ``topk``.
+
+    Only the ``P - floor(q (P-1))`` largest values are needed (51 of 1000 for q = 0.95) instead of a
+    full sort of every row. Same arithmetic as ATen's quantile: ranks in the input dtype, lerp.
+    """
+    p = s.shape[1]
+    rank = torch.tensor(q, dtype=s.dtype) * (p - 1)
+    lo, hi = int(rank.floor()), int(rank.ceil())
+    top = s.topk(p - lo, dim=1, largest=True, sorted=True).values  # top[:, j] = ascending[p - 1 - j]
+    return top[:, p - 1 - lo].lerp(top[:, p - 1 - hi], rank - lo)
+
+
+def negsim_variant(pos_text, cand_text, quantile=0.95, budget=scoring.DEFAULT_BUDGET, fast=True):
+    """Scratch copy of ``scoring.negative_similarity`` (all candidates), quantile by topk when ``fast``."""
+    pos = scoring.check_features(pos_text, "positive text features")
+    red = (lambda s: quantile_topk(s, quantile)) if fast else (lambda s: torch.quantile(s, quantile, dim=1))
+    step = scoring.rows_per_chunk(pos.shape[0], budget)
+    out = torch.empty(cand_text.shape[0])
+    for s in range(0, cand_text.shape[0], step):
+        chunk = scoring.check_features(cand_text[s:s + step], "corpus text features")
+        out[s:s + step] = red(chunk @ pos.T).cpu()
+    return out
+
+
+def select_negatives_fast(pos_text, corpus_text, candidates, k, quantile=0.95, budget=scoring.DEFAULT_BUDGET):
+    stat = negsim_variant(pos_text, corpus_text[candidates], quantile, budget, fast=True)
+    return candidates[torch.sort(stat, stable=True).indices[:k]]
+
+
+# ================================================================================================
+# TEMI: one training step, batched (as fit_temi) or a per-head loop, from the module's building blocks
+# ================================================================================================
+
+def temi_setup(x: torch.Tensor, cfg, per_head: bool, device: torch.device):
+    """Student/teacher parameter sets and AdamW, exactly as ``fit_temi`` builds them.
+
+    per_head=False: one dict of stacked (H, ...) tensors (what fit_temi trains).
+    per_head=True: H dicts of (1, ...) tensors, separate leaves per head, like an ``nn.ModuleList``
+    of heads (the official TEMI code's layout), same initial values.
+    """
+    init = clustering._init_heads(cfg, x.shape[1], torch.Generator().manual_seed(cfg.seed))
+    if per_head:
+        student = [{n: p[h:h + 1].clone().to(device).requires_grad_() for n, p in init.items()}
+                   for h in range(cfg.n_heads)]
+    else:
+        student = [{n: p.to(device).requires_grad_() for n, p in init.items()}]
+    teacher = [{n: p.detach().clone() for n, p in s.items()} for s in student]
+    decay = [s[n] for s in student for n in ("w1", "w2", "v", "g")]
+    no_decay = [s[n] for s in student for n in ("b1", "b2")]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    try:
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, eps=cfg.adam_eps, fused=True)
+    except (RuntimeError, TypeError):
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, eps=cfg.adam_eps)
+    pk = torch.full((cfg.n_heads, cfg.n_clusters), 1.0 / cfg.n_clusters, device=device)
+    return student, teacher, pk, opt
+
+
+def temi_step(student, teacher, pk, opt, xb, cfg, lr, m):
+    """One TEMI optimiser step on a (2B, D) batch [x; x'] — fit_temi's inner loop body."""
+    b = xb.shape[0] // 2
+    with torch.no_grad():
+        pt = torch.cat([F.softmax(clustering._forward(t, xb, cfg.teacher_temp), dim=-1) for t in teacher])
+        pk.mul_(cfg.prior_momentum).add_(pt.mean(dim=1), alpha=1 - cfg.prior_momentum)
+    if len(student) == 1:  # batched: all heads in one bmm per layer (the library path)
+        losses = clustering._temi_losses(clustering._forward(student[0], xb, cfg.student_temp), pt, pk, cfg.beta)
+    else:  # per-head loop: same maths as _temi_losses, head by head (weight = mean over ALL heads)
+        with torch.no_grad():
+            weight = (pt[:, :b] * pt[:, b:]).sum(-1).mean(0).repeat(2)
+        per = []
+        for h, p in enumerate(student):
+            s = clustering._forward(p, xb, cfg.student_temp)  # (1, 2B, C)
+            with torch.no_grad():
+                a = cfg.beta * pt[h:h + 1].log() - pk[h:h + 1].log().unsqueeze(1)
+                a = torch.cat([a[:, b:], a[:, :b]], dim=1)
+            lp = clustering._logsumexp(cfg.beta * s + a) - cfg.beta * clustering._logsumexp(s)
+            per.append(-(weight * lp).mean(dim=1))
+        losses = torch.cat(per)
+    opt.zero_grad(set_to_none=True)
+    losses.mean().backward()
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.step()
+    with torch.no_grad():
+        for s_, t_ in zip(student, teacher):
+            for n in s_:
+                t_[n].lerp_(s_[n], 1 - m)
+    return losses.detach()
+
+
+def temi_steps(x, knn, cfg, per_head: bool, n_steps: int, device, warmup: int = 1) -> float:
+    """Seconds per step of ``n_steps`` steps (after ``warmup`` untimed ones), fit_temi's batching."""
+    student, teacher, pk, opt = temi_setup(x, cfg, per_head, device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n = x.shape[0]
+    bs = min(cfg.batch_size, n)
+    total_steps = max(1, n // bs)
+    scale = bs / 256.0
+    t = None
+    for it in range(warmup + n_steps):
+        if it == warmup:
+            _sync(device)
+            t = time.perf_counter()
+        step = it % total_steps
+        if step == 0:
+            perm = torch.randperm(n, generator=gen).to(device)
+            pick = torch.randint(cfg.k, (n,), generator=gen).to(device)
+            partner = knn.gather(1, pick[:, None]).squeeze(1)
+        idx = perm[step * bs:(step + 1) * bs]
+        xb = torch.cat([x[idx], x[partner[idx]]])
+        lr = clustering._cosine(it, 10**9, 0, cfg.lr * scale, cfg.min_lr * scale)
+        temi_step(student, teacher, pk, opt, xb, cfg, lr, cfg.momentum)
+    _sync(device)
+    return (time.perf_counter() - t) / n_steps
+
+
+def temi_equivalence(x, knn, cfg, device) -> float:
+    """Max |difference| of teacher weights after 2 steps: batched vs per-head loop (same init, batch)."""
+    out = []
+    for per_head in (False, True):
+        student, teacher, pk, opt = temi_setup(x, cfg, per_head, device)
+        bs = min(cfg.batch_size, x.shape[0])
+        for it in range(2):
+            idx = torch.arange(it * bs, (it + 1) * bs, device=device) % x.shape[0]
+            xb = torch.cat([x[idx], x[knn[idx, 0]]])
+            temi_step(student, teacher, pk, opt, xb, cfg, cfg.lr * bs / 256, cfg.momentum)
+        out.append({n: torch.cat([t[n] for t in teacher]) for n in teacher[0]})
+    return max(float((out[0][n] - out[1][n]).abs().max()) for n in out[0])
+
+
+def temi_config(c, heads, bs, quick_epochs=1, **kw):
+    return clustering.TEMIConfig.demo(c, n_heads=heads, batch_size=bs, epochs=quick_epochs, **kw)
+
+
+# ================================================================================================
+# memory: one fresh subprocess per measurement
+# ================================================================================================
+
+def _rss_now_kb() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
+def _hwm_kb() -> int:
+    """RSS high-water mark (VmHWM) in kB; falls back to getrusage's ru_maxrss (kB on Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _reset_hwm() -> bool:
+    """Reset the kernel's high-water mark to the current RSS (Linux >= 4.0: echo 5 > clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _mem_op(op: str, n: int, k: int, d: int, p: int, extra: dict):
+    """Build the inputs of one measured operation; return a callable running it (on the CPU)."""
+    if op in ("top1", "top1_fast"):
+        img, txt = unit_rows(n, d, torch.device("cpu"), 1), unit_rows(k, d, torch.device("cpu"), 2)
+        if op == "top1":
+            return lambda: scoring.zero_shot_top1(img, txt)
+        return lambda: top1_variant(img, txt, budget=2**26, reuse=True)
+    if op in ("eq1", "eq1_fast"):
+        img = unit_rows(n, d, torch.device("cpu"), 1)
+        pos, neg = unit_rows(p, d, torch.device("cpu"), 2), unit_rows(k - p, d, torch.device("cpu"), 3)
+        if op == "eq1":
+            return lambda: scoring.eq1_logit(img, pos, neg, 1e-3)
+        return lambda: eq1_recommended(img, pos, neg, 1e-3)
+    if op in ("neglabel", "neglabel_fast"):  # n = number of positives P, k = corpus size
+        pos, corpus = unit_rows(n, d, torch.device("cpu"), 2), unit_rows(k, d, torch.device("cpu"), 3)
+        cand = torch.arange(n, k)
+        keep = min(10_000, (k - n) // 2)
+        if op == "neglabel":
+            return lambda: scoring.select_negatives(pos, corpus, cand, keep)
+        return lambda: select_negatives_fast(pos, corpus, cand, keep)
+    if op == "knn":
+        x = unit_rows(n, d, torch.device("cpu"), 1)
+        return lambda: clustering.knn_indices(x, k=extra.get("kk", 50))
+    if op == "temi":
+        x = unit_rows(n, d, torch.device("cpu"), 1)
+        knn = torch.randint(0, n, (n, 50), generator=torch.Generator().manual_seed(0))
+        cfg = temi_config(extra["c"], extra["heads"], extra["bs"])
+
+        def run():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                clustering.fit_temi(x, cfg, knn=knn, progress=False)
+        return run
+    raise ValueError(op)
+
+
+def child_mem(args) -> None:
+    """Child process: warm up on tiny shapes, take the RSS baseline, run once, print the peak delta."""
+    extra = json.loads(args.extra)
+    warm = _mem_op(args.op, *( (min(args.n, 64), min(args.k, 256), args.d, min(args.p, 16)) if args.op != "temi"
+                               else (256, 0, args.d, 0)),
+                   {**extra, "c": min(extra.get("c", 8), 16), "kk": 5})
+    warm()  # initialises OpenMP/BLAS pools and lazy state, so they are not counted below
+    del warm
+    fn = _mem_op(args.op, args.n, args.k, args.d, args.p, extra)
+    gc.collect()
+    reset = _reset_hwm()
+    base_rss, base_hwm = _rss_now_kb(), _hwm_kb()
+    t = time.perf_counter()
+    fn()
+    dt = time.perf_counter() - t
+    print(json.dumps({"base_rss_kb": base_rss, "base_hwm_kb": base_hwm, "peak_kb": _hwm_kb(),
+                      "reset": reset, "seconds": dt}))
+
+
+def measure_mem(op: str, n: int, k: int = 0, d: int = 512, p: int = 0, timeout: float = 120, **extra):
+    """Peak RSS growth (bytes) of one run of ``op`` in a fresh subprocess, or None on failure."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child-mem", op, "--n", str(n), "--k", str(k),
+           "--d", str(d), "--p", str(p), "--extra", json.dumps(extra)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, ValueError, IndexError) as e:
+        print(f"  memory child {op} n={n} failed: {e!r}", flush=True)
+        return None
+    # baseline = the high-water mark just before the run (equals the current RSS after the reset)
+    res["delta"] = (res["peak_kb"] - max(res["base_hwm_kb"], res["base_rss_kb"])) * 1024
+    return res
+
+
+# ================================================================================================
+# sections
+# ================================================================================================
+
+def ref_mm(a: torch.Tensor, b: torch.Tensor, reps: int, device, cap_bytes: float = 4 * 2**30) -> float:
+    """Seconds for a plain ``torch.mm(a, b.T)`` of the full shapes into a preallocated (and already
+    touched) output. Only when that output would exceed ``cap_bytes`` (the GPU's ImageNet shapes) is the
+    same product done in row blocks of ``cap_bytes`` into one reused buffer."""
+    n, k = a.shape[0], b.shape[0]
+    rows = n if n * k * 4 <= cap_bytes else max(1, int(cap_bytes // (k * 4)))
+    out = torch.empty(rows, k, device=a.device)
+    out.zero_()
+    bt = b.T
+
+    def run():
+        for s in range(0, n, rows):
+            blk = a[s:s + rows]
+            torch.mm(blk, bt, out=out[: blk.shape[0]])
+    run()  # warm-up (BLAS init)
+    t, _ = best_of(run, reps, device)
+    del out
+    return t
+
+
+def _lg(budget: int) -> str:
+    return f"2^{int(math.log2(budget))}"
+
+
+REC_BUDGET = 2**26  # the budget recommended below (256 MiB of float32 per chunk)
+MM_RATE: dict = {}  # section -> GFLOP/s of its reference torch.mm
+
+
+def section_scoring(tab: Table, args, device, n, k, d, p, gpu=False):
+    """A (or G on a GPU): library functions and the recommended scratch versions vs torch.mm."""
+    sec, tag = ("G", " [GPU]") if gpu else ("A", "")
+    dev = device if gpu else None
+    img = unit_rows(n, d, device, 1)
+    pos, neg = unit_rows(p, d, device, 2), unit_rows(k - p, d, device, 3)
+    text = torch.cat([pos, neg])
+    flop = 2.0 * n * k * d
+    rows = scoring.rows_per_chunk(k, scoring.DEFAULT_BUDGET)
+    rows_r = scoring.rows_per_chunk(k, REC_BUDGET)
+    lib_mem, rec_mem = f"chunk {fmt_bytes(rows * k * 4)}", f"chunk {fmt_bytes(rows_r * k * 4)}"
+    t_mm = ref_mm(img, text, args.reps, device)
+    shape = f"N={n} K={k} D={d}"
+    MM_RATE.setdefault(sec, flop / t_mm / 1e9)
+    tab.add(sec, f"torch.mm reference (N x D) @ (D x K){tag}", shape, t_mm, flop / t_mm / 1e9, 1.0, "-",
+            "the machine's own matmul rate (output preallocated)")
+    t, ref_top1 = best_of(lambda: scoring.zero_shot_top1(img, text, device=dev), args.reps, device)
+    tab.add(sec, f"zero_shot_top1 (library){tag}", shape, t, flop / t / 1e9, t_mm / t, lib_mem,
+            f"budget {_lg(scoring.DEFAULT_BUDGET)} = {rows} rows/chunk")
+    t, got = best_of(lambda: top1_variant(img, text, REC_BUDGET, reuse=True), args.reps, device)
+    tab.add(sec, f"  top1 recommended (reused buffer, budget {_lg(REC_BUDGET)}){tag}", shape, t, flop / t / 1e9,
+            t_mm / t, rec_mem, f"{rows_r} rows/chunk; same argmax: {bool(torch.equal(got[0], ref_top1[0]))}")
+    del ref_top1, got
+    t, ref = best_of(lambda: scoring.eq1_logit(img, pos, neg, 1e-3, device=dev), args.reps, device)
+    tab.add(sec, f"eq1_logit (library){tag}", f"N={n} P={p} Q={k - p} D={d}", t, flop / t / 1e9, t_mm / t,
+            lib_mem, "tau = 1e-3 (the paper's)")
+    t, got = best_of(lambda: eq1_recommended(img, pos, neg, 1e-3), args.reps, device)
+    tab.add(sec, f"  eq1 recommended (clamp, fold 1/tau, reuse, {_lg(REC_BUDGET)}){tag}",
+            f"N={n} P={p} Q={k - p} D={d}", t, flop / t / 1e9, t_mm / t, rec_mem,
+            f"max|diff| vs library {float((got - ref).abs().max()):.1e} (logit units, values ~1e2)")
+    del ref, got
+    # NegLabel mining: 0.95-quantile of each candidate's cosines to the P positives, keep the 10K lowest
+    q = k - p
+    nflop = 2.0 * q * p * d
+    t_mm2 = ref_mm(neg, pos, args.reps, device)
+    cand = torch.arange(p, k, device=text.device)
+    nshape = f"Q={q} P={p} D={d}"
+    tab.add(sec, f"torch.mm reference (Q x D) @ (D x P){tag}", nshape, t_mm2, nflop / t_mm2 / 1e9, 1.0, "-", "")
+    t, ref = best_of(lambda: scoring.select_negatives(pos, text, cand, 10_000, device=dev), args.reps, device)
+    tab.add(sec, f"select_negatives / NegLabel K=10000 (library){tag}", nshape, t, nflop / t / 1e9, t_mm2 / t,
+            f"chunk {fmt_bytes(scoring.rows_per_chunk(p) * p * 4)}", "torch.quantile (full sort of every row)")
+    t, got = best_of(lambda: select_negatives_fast(pos, text, cand, 10_000), args.reps, device)
+    common = len(set(ref.tolist()) & set(got.tolist()))
+    tab.add(sec, f"  select_negatives recommended (quantile by topk){tag}", nshape, t, nflop / t / 1e9, t_mm2 / t,
+            "", f"{common} of 10000 selected in common")
+    if not gpu and not args.quick:
+        st = scoring.negative_similarity(pos, text, index=cand)
+        sf = negsim_variant(pos, text[cand])
+        ulp = float(((sf - st).abs() / (torch.finfo(torch.float32).eps * st.abs().clamp_min(1e-30))).max())
+        rows_q = scoring.rows_per_chunk(p)
+        blk = text[p:p + rows_q] @ pos.T
+        tm, _ = best_of(lambda: text[p:p + rows_q] @ pos.T, args.reps)
+        tq, _ = best_of(lambda: torch.quantile(blk, 0.95, dim=1), args.reps)
+        tk, _ = best_of(lambda: quantile_topk(blk, 0.95), args.reps)
+        tab.add(sec, "  NegLabel, one chunk: mm / torch.quantile / topk", f"{rows_q} x {p}", tq, None, None, "",
+                f"mm {tm * 1e3:.0f} ms, torch.quantile {tq * 1e3:.0f} ms, topk {tk * 1e3:.0f} ms; "
+                f"quantile values differ by <= {ulp:.1f} ulp")
+    del img, pos, neg, text
+    gc.collect()
+
+
+def section_variants(tab: Table, args, n, k, d, p, quick=False):
+    """C: scratch variants that isolate each overhead (per-row costs do not depend on N once chunked)."""
+    dev = torch.device("cpu")
+    img = unit_rows(n, d, dev, 1)
+    pos, neg = unit_rows(p, d, dev, 2), unit_rows(k - p, d, dev, 3)
+    text = torch.cat([pos, neg])
+    flop = 2.0 * n * k * d
+    t_mm = ref_mm(img, text, args.reps, dev)
+    tab.add("C", "torch.mm reference", f"N={n} K={k} D={d}", t_mm, flop / t_mm / 1e9, 1.0, "-",
+            "reference for the C rows")
+    # 1. chunked matmul alone (nothing done with the chunk): chunk size, fresh vs reused buffer
+    plan = [(2**24, False), (2**24, True), (2**26, True)] if quick else \
+        [(2**22, True), (2**24, False), (2**24, True), (2**26, True), (2**27, True)]
+    for budget, reuse in plan:
+        rows = scoring.rows_per_chunk(k, budget)
+
+        def run(budget=budget, reuse=reuse):
+            for _ in _chunks(img, text, budget, reuse=reuse):
+                pass
+        t, _ = best_of(run, args.reps)
+        tab.add("C", f"chunked mm only, {'reused buffer' if reuse else 'fresh chunk each time (library)'}",
+                f"budget {_lg(budget)} = {rows} rows", t, flop / t / 1e9, t_mm / t, fmt_bytes(rows * k * 4), "")
+    # 2. Eq. 1, the fixes added one at a time
+    steps = [("eq1 library (scratch copy)", dict(), 2**24),
+             ("clamp_min_(-80) before exp_ (in-place LSE)", dict(inplace=True, clamp=True), 2**24),
+             ("+ 1/tau folded into the (r x D) image chunk", dict(fold=True, inplace=True, clamp=True), 2**24),
+             ("+ reused chunk buffer (mm out=)", dict(fold=True, inplace=True, clamp=True, reuse=True), 2**24),
+             ("+ one normalised text copy (no cat)", dict(fold=True, inplace=True, clamp=True, reuse=True,
+                                                          one_copy=True), 2**24)]
+    steps += [("  same, larger budget", steps[-1][1], b) for b in ((2**26,) if quick else (2**26, 2**27))]
+    if quick:
+        steps = [steps[0], steps[1]] + steps[-2:]
+    ref = None
+    for name, kw, budget in steps:
+        t, got = best_of(lambda kw=kw, budget=budget: eq1_variant(img, pos, neg, 1e-3, budget, **kw), args.reps)
+        ref = got if ref is None else ref
+        tab.add("C", name, f"budget {_lg(budget)}", t, flop / t / 1e9, t_mm / t,
+                fmt_bytes(scoring.rows_per_chunk(k, budget) * k * 4), f"max|diff| {float((got - ref).abs().max()):.1e}")
+    # 3. what each elementwise pass costs per element of one library-sized chunk
+    rows = scoring.rows_per_chunk(k, scoring.DEFAULT_BUDGET)
+    blk = img[:rows] @ text.T / 1e-3
+    spare = torch.empty_like(blk)
+    per_mm = t_mm / (n * k) * 1e9
+    for name, fn in [("torch.logsumexp (library)", lambda: torch.logsumexp(blk, dim=1)),
+                     ("torch.special.logsumexp", lambda: torch.special.logsumexp(blk, dim=1)),
+                     ("clustering._logsumexp", lambda: clustering._logsumexp(blk)),
+                     ("in-place LSE, no clamp", lambda: _lse_inplace(spare.copy_(blk), clamp=False)),
+                     ("in-place LSE + clamp_min_(-80)", lambda: _lse_inplace(spare.copy_(blk), clamp=True)),
+                     ("  (copy_ into a spare buffer, included above)", lambda: spare.copy_(blk)),
+                     ("sim / tau (fresh copy, library)", lambda: blk / 1e-3),
+                     ("exp_ on logits - max (range ~ -300..0)", lambda: spare.copy_(blk).sub_(blk.amax(1, True)).exp_()),
+                     ("max(dim=1) values+indices (top1)", lambda: blk.max(dim=1))]:
+        t, _ = best_of(fn, max(3, args.reps))
+        tab.add("C", f"per element: {name}", f"one chunk {rows} x {k}", t, None, None, "",
+                f"{t / blk.numel() * 1e9:.2f} ns/elem (the matmul itself: {per_mm:.2f} ns/elem)")
+    if args.compile:  # a fused kernel: 2 passes over the chunk instead of 6 (costs a one-off compile)
+        for clamp in (True, False):
+            def lse2(x, n_pos: int, clamp: bool = clamp):
+                out = []
+                for part in (x[:, :n_pos], x[:, n_pos:]):
+                    m = part.amax(1, keepdim=True)
+                    z = (part - m).clamp_min(EXP_FLOOR) if clamp else part - m
+                    out.append(z.exp().sum(1).log() + m.squeeze(1))
+                return out[0] - out[1]
+            t0 = time.perf_counter()
+            fc = torch.compile(lse2, dynamic=False)
+            err = float((fc(blk, p) - (torch.logsumexp(blk[:, :p], 1) - torch.logsumexp(blk[:, p:], 1))).abs().max())
+            tc = time.perf_counter() - t0
+            t, _ = best_of(lambda: fc(blk, p), max(3, args.reps))
+            tab.add("C", f"per element: torch.compile'd Eq.1 LSE pair{' + clamp' if clamp else ', no clamp'}",
+                    f"one chunk {rows} x {k}", t, None, None, "",
+                    f"{t / blk.numel() * 1e9:.2f} ns/elem; compile {tc:.0f} s; max|diff| {err:.1e}")
+    del blk, spare
+    # 4. bf16 on this CPU (one block): an option?
+    kk, r = min(k, 16384), 512
+    a32, b32 = img[:r].contiguous(), text[:kk].contiguous()
+    a16, b16 = a32.bfloat16(), b32.bfloat16()
+    t32, c32 = best_of(lambda: a32 @ b32.T, 3)
+    t16, c16 = best_of(lambda: a16 @ b16.T, 3)
+    f2 = 2.0 * r * kk * d
+    err = float((c16.float() - c32).abs().max())
+    tab.add("C", "bf16 matmul (one block)", f"{r} x {kk} x {d}", t16, f2 / t16 / 1e9, t32 / t16, "",
+            f"ratio = fp32 / bf16 time; fp32 {f2 / t32 / 1e9:.0f} GFLOP/s; max cos error {err:.1e} = "
+            f"{err / 1e-3:.1f} logit units at tau=1e-3")
+
+
+def section_memory(tab: Table, k, d, p, ns, ops, neg_ks):
+    """B: peak RSS growth in a fresh subprocess per measurement; compared with the analytic model."""
+    rows = scoring.rows_per_chunk(k, scoring.DEFAULT_BUDGET)
+    rows_r = scoring.rows_per_chunk(k, REC_BUDGET)
+    model = {  # (N-independent bytes, bytes per image, what)
+        "top1": (k * d * 4 + 2 * rows * k * 4, d * 4 + 12,
+                 "text copy + 2 chunks (the loop variable keeps the previous chunk while the next is computed)"),
+        "eq1": (2 * k * d * 4 + 3 * rows * k * 4, d * 4 + 4,
+                "2 text copies (normalise, cat) + 3 chunks (previous sim and sim / tau, new sim) + LSE temps"),
+        "eq1_fast": (k * d * 4 + rows_r * k * 4, d * 4 + 4, f"1 text copy + 1 chunk of {_lg(REC_BUDGET)}"),
+    }
+    for op in ops:
+        fixed, per, what = model[op]
+        res = {}
+        for n in ns:
+            r = res[n] = measure_mem(op, n, k, d, p)
+            if r is None:
+                tab.add("B", f"peak RSS growth: {op}", f"N={n} K={k}", None, None, None, "failed")
+                continue
+            tab.add("B", f"peak RSS growth: {op}", f"N={n} K={k} D={d}", r["seconds"], None, None, fmt_bytes(r["delta"]),
+                    f"model {fmt_bytes(fixed + per * n)}: {what}; an N x K matrix = {fmt_bytes(n * k * 4)}")
+        if all(res[n] is not None for n in ns):
+            a, b = ns[0], ns[-1]
+            growth = res[b]["delta"] - res[a]["delta"]
+            tab.add("B", f"  growth of {op}, N {a} -> {b}", "", None, None, None, fmt_bytes(growth),
+                    f"model {fmt_bytes(per * (b - a))} (normalised image copy); an N x K matrix would add "
+                    f"{fmt_bytes((b - a) * k * 4)}")
+    for kk in neg_ks:
+        r = measure_mem("neglabel", p, kk, d, p)
+        if r is not None:
+            tab.add("B", "peak RSS growth: select_negatives (library)", f"P={p} corpus={kk} D={d}", r["seconds"], None,
+                    None, fmt_bytes(r["delta"]),
+                    f"model {fmt_bytes(2 * 2**24 * 4 + 2 * min(kk - p, 2**24 // p) * d * 4)}: 2 chunks (similarities, "
+                    f"quantile's sorted copy) + candidate rows gathered and normalised; no corpus-sized copy")
+
+
+def section_temi(tab: Table, args, device, ns, d, c, heads, bs, loop_n):
+    """D: fit_temi seconds per epoch at several N; batched heads vs a per-head loop; threads; memory."""
+    cfg = temi_config(c, heads, bs)
+    shape = f"D={d} C={c} H={heads} B={bs}"
+    # FLOPs per step: teacher forward + student forward + backward (~2x forward) = ~4 forwards
+    fwd = 2.0 * heads * 2 * bs * (d * cfg.hidden + cfg.hidden * cfg.bottleneck + cfg.bottleneck * c)
+    per_epoch = {}
+    for n in ns:
+        x = unit_rows(n, d, device, 1)
+        knn = torch.randint(0, n, (n, 50), generator=torch.Generator().manual_seed(0))
+
+        def run(x=x, knn=knn):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                clustering.fit_temi(x, cfg, knn=knn, progress=False)
+        t, _ = best_of(run, args.reps)
+        per_epoch[n] = t
+        steps = n // bs
+        tab.add("D", "fit_temi, 1 epoch (library, heads batched)", f"N={n} {shape}", t, 4 * fwd * steps / t / 1e9,
+                None, "", f"{steps} steps, {t / steps * 1e3:.0f} ms/step incl. final labelling; GFLOP/s ~ 4 forwards/step")
+    a, b = ns[0], ns[-1]
+    tab.add("D", f"  growth N {a} -> {b} (x{b / a:g})", "", None, None, None, "",
+            f"time x{per_epoch[b] / per_epoch[a]:.2f} (linear = x{b / a:g})")
+    x = unit_rows(loop_n, d, device, 1)
+    knn = torch.randint(0, loop_n, (loop_n, 50), generator=torch.Generator().manual_seed(0))
+    n_steps = max(2, min(8, loop_n // bs))
+    tb = min(temi_steps(x, knn, cfg, False, n_steps, device) for _ in range(args.reps))
+    tl = min(temi_steps(x, knn, cfg, True, n_steps, device) for _ in range(args.reps))
+    err = temi_equivalence(x, knn, cfg, device)
+    tab.add("D", "TEMI step, all heads batched (bmm, as fit_temi)", f"N={loop_n} {shape}", tb, fwd * 4 / tb / 1e9, None,
+            "", f"{n_steps} steps timed after 1 warm-up")
+    tab.add("D", "TEMI step, per-head loop (reference, this file)", f"N={loop_n} {shape}", tl, fwd * 4 / tl / 1e9,
+            tl / tb, "", f"ratio column = loop / batched; teacher weights max|diff| after 2 steps {err:.1e}")
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+        try:
+            t1 = min(temi_steps(x, knn, cfg, False, n_steps, device) for _ in range(args.reps))
+        finally:
+            torch.set_num_threads(threads)
+        tab.add("D", "TEMI step, batched, 1 thread", f"N={loop_n} {shape}", t1, fwd * 4 / t1 / 1e9, t1 / tb, "",
+                f"ratio column = 1-thread / {threads}-thread time (<1: the other core is busy with other jobs)")
+
+
+def section_temi_memory(tab: Table, ns, d, c, heads, bs):
+    for n in ns:
+        r = measure_mem("temi", n, 0, d, 0, c=c, heads=heads, bs=bs)
+        if r is not None:
+            hid, bott = 512, 256  # TEMIConfig defaults
+            step_b = 10 * heads * 2 * bs * c * 4  # logits, softmax, log p_t, a, beta*s + a, exp temps, grads
+            params = heads * (d * hid + hid * bott + bott * c + c + hid + bott)
+            state_b = 5 * params * 4  # student, grad, 2 AdamW moments, teacher
+            label_b = min(n, 8192) * (hid + bott + 2 * c) * 4  # final labelling pass, batches of 8192 rows
+            tab.add("D", "peak RSS growth: fit_temi 1 epoch", f"N={n} D={d} C={c} H={heads} B={bs}", r["seconds"],
+                    None, None, fmt_bytes(r["delta"]),
+                    f"model {fmt_bytes(step_b + state_b + label_b + n * (d * 4 + 400))}: ~10 step tensors of H x 2B x C "
+                    f"{fmt_bytes(step_b)} + params/grads/AdamW/teacher {fmt_bytes(state_b)} + labelling batch of "
+                    f"min(N, 8192) rows {fmt_bytes(label_b)} + N x (D + knn) {fmt_bytes(n * (d * 4 + 400))}")
+
+
+def section_knn(tab: Table, args, device, ns, d, mem_ns):
+    """E: exact kNN (k = 50), chunk 4096 rows x N columns."""
+    per = {}
+    for n in ns:
+        x = unit_rows(n, d, device, 1)
+        flop = 2.0 * n * n * d
+        t, _ = best_of(lambda x=x: clustering.knn_indices(x, k=50), args.reps, device)
+        per[n] = t
+        rate = flop / t / 1e9
+        tab.add("E", "knn_indices k=50 (library)", f"N={n} D={d} chunk_size=4096", t, rate,
+                rate / MM_RATE["A"] if MM_RATE.get("A") else None, f"block {fmt_bytes(min(4096, n) * n * 4)}",
+                "GFLOP/s: 2 N^2 D; ratio vs section A's mm rate (other shapes)" if MM_RATE.get("A") else "GFLOP/s: 2 N^2 D")
+    a, b = ns[0], ns[-1]
+    tab.add("E", f"  growth N {a} -> {b} (x{b / a:g})", "", None, None, None, "",
+            f"time x{per[b] / per[a]:.2f} (quadratic = x{(b / a) ** 2:g})")
+    for n in mem_ns:
+        r = measure_mem("knn", n, 0, d, 0)
+        if r is not None:
+            tab.add("E", "peak RSS growth: knn_indices", f"N={n} D={d}", r["seconds"], None, None, fmt_bytes(r["delta"]),
+                    f"model {fmt_bytes((1 if n <= 4096 else 2) * min(4096, n) * n * 4 + n * d * 4 + n * 50 * 8)}: "
+                    f"{1 if n <= 4096 else 2} block(s) of 4096 x N (the loop variable keeps the previous block "
+                    f"while the next is computed; grows with N) + normalised copy + out")
+
+
+def section_demo(tab: Table, args, timeout: float):
+    """F: ``python -m clustermine_lib.cli demo`` as a subprocess (what ``make demo`` runs)."""
+    def run(env_extra, label):
+        out = tempfile.mkdtemp(prefix="bench_demo_")
+        env = {**os.environ, **env_extra, "PYTHONWARNINGS": "ignore"}
+        t = time.perf_counter()
+        try:
+            r = subprocess.run([sys.executable, "-m", "clustermine_lib.cli", "demo", "--seed", "0", "--out", out],
+                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+            dt = time.perf_counter() - t
+            note = "ok" if r.returncode == 0 else f"exit {r.returncode}: {r.stderr.strip().splitlines()[-1:]}"
+        except subprocess.TimeoutExpired:
+            dt, note = time.perf_counter() - t, (f"NOT FINISHED: stopped at {timeout:.0f} s to keep the bench within "
+                                                 "5 min; time it alone with --only F")
+        shutil.rmtree(out, ignore_errors=True)
+        tab.add("F", f"make demo ({label})", "cli demo --seed 0", dt, None, None, "", note)
+        return dt
+
+    if args.demo_cold:
+        cache = Path(tempfile.mkdtemp(prefix="bench_cache_"))
+        real = Path(os.environ.get("CLUSTERMINE_CACHE", ROOT / ".cache"))
+        for sub in ("corpora", "nltk_data"):  # keep WordNet; only the simulated benchmark is rebuilt
+            if (real / sub).exists():
+                (cache / sub).symlink_to((real / sub).resolve())
+        run({"CLUSTERMINE_CACHE": str(cache)}, "cold: empty .cache/simulated")
+        shutil.rmtree(cache, ignore_errors=True)
+    return run({}, "warm: .cache/simulated present")
+
+
+def section_gpu(tab: Table, args, device, scale=1.0):
+    """G: ImageNet-scale rows, only on CUDA. top-1 of the 1.28M train images, Eq. 1 on the 50K val
+    images, NegLabel, TEMI 1.28M x 1024 (C = 4000, 50 heads, batch 1024) extrapolated to 100 epochs, and
+    kNN over 1.28M extrapolated from its first chunks. ``scale`` < 1 shrinks every shape (a CPU dry run
+    of this code path; never written to the results file)."""
+    s = lambda v: max(2, int(v * scale))  # noqa: E731
+    k, d, p = s(79_403), 1024 if scale == 1.0 else 64, s(1000)
+    cuda = device.type == "cuda"
+
+    def peak_since(base):
+        return torch.cuda.max_memory_allocated(device) - base if cuda else None
+
+    def mark():
+        if cuda:
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            return torch.cuda.memory_allocated(device)
+        return 0
+
+    # Eq. 1 / NegLabel on the 50K val images (section_scoring with GPU shapes)
+    section_scoring(tab, args, device, s(50_000), k, d, p, gpu=True)
+    # top-1 of the 1.28M train images: N x K does not fit, the reference mm runs in row blocks
+    n = s(1_281_167)
+    img = unit_rows(n, d, device, 1)
+    text = unit_rows(k, d, device, 2)
+    flop = 2.0 * n * k * d
+    t_mm = ref_mm(img, text, 1, device)
+    tab.add("G", "torch.mm reference [GPU]", f"N={n} K={k} D={d}", t_mm, flop / t_mm / 1e9, 1.0, "",
+            "row blocks of 4 GiB into one buffer (N x K does not fit)")
+    for name, fn in [("zero_shot_top1 (library) [GPU]", lambda: scoring.zero_shot_top1(img, text, device=device)),
+                     (f"  top1 recommended (reuse, {_lg(REC_BUDGET)}) [GPU]", lambda: top1_variant(img, text, REC_BUDGET, True)),
+                     ("  top1 reuse, budget 2^28 [GPU]", lambda: top1_variant(img, text, 2**28, True))]:
+        base = mark()
+        t, _ = best_of(fn, 1, device)
+        tab.add("G", name, f"N={n} K={k} D={d}", t, flop / t / 1e9, t_mm / t, fmt_bytes(peak_since(base)), "best of 1")
+    del img, text
+    gc.collect()
+    # TEMI at paper scale: time some steps, extrapolate to the epoch and to 100 epochs
+    n, c, h, bs = s(1_281_167), s(4000), 50 if scale == 1.0 else 4, s(1024)
+    x = unit_rows(n, d, device, 1)
+    knn = torch.randint(0, n, (n, 50), device=device)
+    cfg = clustering.TEMIConfig(n_clusters=c, n_heads=h, batch_size=bs)
+    steps = args.temi_steps if scale == 1.0 else 3
+    base = mark()
+    tb = temi_steps(x, knn, cfg, False, steps, device, warmup=3)
+    peak = peak_since(base)
+    tl = temi_steps(x, knn, cfg, True, max(2, steps // 10), device, warmup=1)
+    spe = n // bs
+    shape = f"N={n} D={d} C={c} H={h} B={bs}"
+    tab.add("G", "TEMI step, heads batched [GPU]", shape, tb, None, None, fmt_bytes(peak),
+            f"{steps} steps timed; 1 epoch = {spe} steps = {tb * spe:.0f} s; 100 epochs = "
+            f"{tb * spe * 100 / 3600:.2f} h (extrapolated)")
+    tab.add("G", "TEMI step, per-head loop [GPU]", shape, tl, None, tl / tb, "", "ratio column = loop / batched")
+    # kNN over the 1.28M train features: the first chunks of knn_indices' loop, extrapolated
+    chunk, n_chunks = 4096, (8 if scale == 1.0 else 2)
+    xn = F.normalize(x, dim=1)
+
+    def knn_part():
+        for st in range(0, chunk * n_chunks, chunk):
+            xn[st:st + chunk].matmul(xn.T).topk(50, dim=1)
+    base = mark()
+    t, _ = best_of(knn_part, 1, device)
+    full = t * n / (chunk * n_chunks)
+    tab.add("G", "knn k=50, knn_indices' loop [GPU]", f"N={n} D={d} chunk {chunk}", full, 2.0 * n * n * d / full / 1e9,
+            None, fmt_bytes(peak_since(base)), f"{n_chunks} chunks timed, extrapolated; block {fmt_bytes(chunk * n * 4)}")
+
+
+# ================================================================================================
+# main
+# ================================================================================================
+
+def host_info() -> dict:
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    return {"host": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+METHOD = """\
+How to read this (details: benchmarks/README.md)
+- time: best of {reps} wall-clock runs (other jobs may share this machine: see the load averages above).
+- ratio to mm: t(plain torch.mm of the same shapes, same run, output preallocated) / t(row). 1.00 = the step
+  runs at the machine's own matmul rate. GFLOP/s counts only the matmul, 2*N*K*D per pass (2*Q*P*D for
+  NegLabel, 2*N^2*D for kNN), so everything else shows up as a lower rate. Sections D, F: seconds only.
+- peak extra mem (B, D, E): each number comes from a FRESH subprocess: inputs built in place, the op warmed
+  up on tiny shapes, the kernel's RSS high-water mark reset (/proc/self/clear_refs) and read (VmHWM) before
+  and after one run. tracemalloc does not see torch's allocations, hence RSS. "model" = the analytic count.
+  "chunk" in A = rows_per_chunk(K, budget) * K * 4 bytes.
+- rows marked "recommended" and all of section C are scratch copies of the library functions written in
+  benchmarks/bench.py, NOT the library.
+- data are random unit vectors: the cost does not depend on the values, except exp() (see C), and random
+  cosines / tau = 1e-3 span ~300 logit units like real CLIP cosines do.
+- GPU rows (section G) are produced only with --device cuda on a machine with CUDA{gpu}.
+"""
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="~1 minute: smaller shapes, fewer rows, no demo")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: add the GPU rows (ImageNet shapes); needs CUDA")
+    ap.add_argument("--n", type=int, default=0, help="images in section A (default 4000; quick 1000)")
+    ap.add_argument("--reps", type=int, default=3, help="timing repetitions (best of)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--only", default="", help="comma-separated sections to run, e.g. A,C or F (default all)")
+    ap.add_argument("--no-demo", action="store_true", help="skip the end-to-end demo row (F)")
+    ap.add_argument("--compile", action="store_true", help="C: also time a torch.compile'd logsumexp (compiles ~40 s)")
+    ap.add_argument("--demo-cold", action="store_true", help="also time a cold demo (simulated cache rebuilt)")
+    ap.add_argument("--temi-steps", type=int, default=200, help="GPU: TEMI steps timed for the extrapolation")
+    ap.add_argument("--out", default=None, help="results file (default benchmarks/results/<host>-<date>.md)")
+    ap.add_argument("--no-write", action="store_true", help="print only, write no results file")
+    ap.add_argument("--gpu-scale", type=float, default=1.0, help=argparse.SUPPRESS)  # CPU dry run of section G
+    ap.add_argument("--child-mem", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--k", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--d", type=int, default=512, help=argparse.SUPPRESS)
+    ap.add_argument("--p", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--extra", default="{}", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child_mem:
+        args.op = args.child_mem
+        child_mem(args)
+        return 0
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device on this machine, so no GPU rows; running the CPU rows.", flush=True)
+        args.device = "cpu"
+    gpu = args.device == "cuda"
+    only = {x.strip().upper() for x in args.only.split(",") if x.strip()} or set("ABCDEFG")
+
+    info = host_info()
+    load0 = os.getloadavg()
+    print(f"clustermine bench: {info}; load average {load0[0]:.2f}", flush=True)
+    tab = Table()
+    cpu = torch.device("cpu")
+    K, D, P = 79_403, 512, 1000  # WordNet nouns+adjectives corpus, CLIP ViT-B/16 width, 1000 positives
+    q = args.quick
+    n_a = args.n or (1000 if q else 3000)
+    n_c = 1000 if q else 1690  # 1690 = one chunk at 2^27, eight at 2^24
+    mem_ns = (1000, 2000) if q else (1000, 2500)
+    mem_ops = ("eq1", "eq1_fast") if q else ("top1", "eq1", "eq1_fast")
+    neg_ks = () if q else (20_000, K)
+    temi_ns, loop_n, temi_mem = ((1024, 2048), 1024, ()) if q else ((1024, 2048, 4096), 1024, (1024, 4096))
+    knn_ns, knn_mem = ((2000, 4000), ()) if q else ((4000, 8000, 16000), (4000, 16000))
+    d_t, c_t, h_t, bs_t = 256, 800, 10, 256  # the demo's TEMI shapes (simulated benchmark, TEMIConfig.demo)
+
+    if "A" in only:
+        print("\n[A] chunked scoring vs torch.mm", flush=True)
+        section_scoring(tab, args, cpu, n_a, K, D, P)
+    if "C" in only:
+        print("\n[C] scratch variants", flush=True)
+        section_variants(tab, args, n_c, K, D, P, quick=q)
+    if "B" in only:
+        print("\n[B] peak memory (fresh subprocess per row)", flush=True)
+        section_memory(tab, K, D, P, mem_ns, mem_ops, neg_ks)
+    if "D" in only:
+        print("\n[D] TEMI", flush=True)
+        section_temi(tab, args, cpu, temi_ns, d_t, c_t, h_t, bs_t, loop_n)
+        section_temi_memory(tab, temi_mem, d_t, c_t, h_t, bs_t)
+    if "E" in only:
+        print("\n[E] kNN", flush=True)
+        section_knn(tab, args, cpu, knn_ns, D, knn_mem)
+    if "G" in only and (gpu or args.gpu_scale < 1.0):
+        print("\n[G] GPU rows", flush=True)
+        section_gpu(tab, args, torch.device("cuda") if gpu else cpu, args.gpu_scale)
+    elif "G" in only:
+        tab.add("G", "GPU rows", "", None, None, None, "", "not produced: no CUDA device here (needs --device cuda on a GPU)")
+    if "F" in only:
+        if q or args.no_demo:
+            tab.add("F", "make demo", "", None, None, None, "", "skipped (--quick / --no-demo)")
+        else:
+            left = BUDGET_S - elapsed() - 5
+            print(f"\n[F] demo (timeout {max(30.0, left):.0f} s: the bench stays within 5 min)", flush=True)
+            section_demo(tab, args, timeout=max(30.0, left))
+
+    load1 = os.getloadavg()
+    head = (f"# clustermine bench: {info['host']}, {_dt.date.today().isoformat()}\n\n"
+            f"CPU: {info['cpu']} ({info['cores']} cores), torch {info['torch']} with {info['threads']} threads, "
+            f"Python {info['python']}; CUDA: {info['cuda'] or 'none'}. Mode: {'quick' if q else 'full'}"
+            f"{', GPU rows' if gpu else ''}; sections {','.join(sorted(only))}. Load average (1 min) "
+            f"{load0[0]:.2f} before, {load1[0]:.2f} after (2.0 = both cores busy with other jobs). "
+            f"Total {elapsed():.0f} s.\n")
+    gpu_note = "; GPU rows included in this run" if gpu else "; this machine has none, so there are no GPU rows"
+    text = head + "\n" + tab.markdown() + "\n\n" + METHOD.format(reps=args.reps, gpu=gpu_note)
+    print("\n" + text)
+    if not args.no_write and args.gpu_scale == 1.0:
+        host = re.sub(r"[^A-Za-z0-9_.-]", "_", info["host"])
+        path = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"{host}-{_dt.date.today().isoformat()}.md"
+        write_atomic(path, text)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""reproduce.py / plots.py: what the notebooks call, on the tiny SIMULATED benchmark."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from clustermine_lib import paper
+from clustermine_lib import reproduce as R
+from clustermine_lib.experiments import Pipeline, Settings
+
+
+# ------------------------------------------------------------------------------------------ parameters
+PARAMS_CELL = '# Notebook parameters  (papermill -p name value)\nprofile = "demo"\nC = None\nk_values = None\n'
+
+
+def test_check_parameters_reads_declared_and_injected_names():
+    ns = {"In": ["", PARAMS_CELL, '# Parameters\nprofile = "paper"\nC = 400\n', "cfg = ..."],
+          "profile": "paper", "C": 400, "k_values": None}
+    cfg = R.check_parameters(ns)
+    assert cfg.profile == "paper" and cfg.C == 400 and not cfg.demo
+    assert cfg.k_values is None and cfg.sweep("c_values") == R.SWEEPS["paper"]["c_values"]
+    assert cfg.results_dir.parts[-2:] == ("results", "paper")
+
+
+def test_check_parameters_rejects_an_unknown_injected_name():
+    ns = {"In": ["", PARAMS_CELL, '# Parameters\nprofile = "demo"\nCC = 3\n', "cfg = ..."],
+          "profile": "demo", "C": None, "k_values": None, "CC": 3}
+    with pytest.raises(R.UnknownParameterError, match=r"\['CC'\].*declares \['C', 'k_values', 'profile'\]"):
+        R.check_parameters(ns)
+
+
+def test_check_parameters_without_papermill_and_bad_values():
+    ns = {"In": ["", PARAMS_CELL, "cfg = ..."], "profile": "demo", "C": None, "k_values": [1, 2]}
+    assert R.check_parameters(ns).sweep("k_values") == (1, 2)
+    with pytest.raises(ValueError, match="profile must be one of"):
+        R.check_parameters({**ns, "profile": "papr"})
+    with pytest.raises(ValueError, match="C must be a positive int"):
+        R.check_parameters({**ns, "C": 0})
+    with pytest.raises(ValueError, match="Notebook parameters"):
+        R.check_parameters({"In": ["", "x = 1"], "x": 1})
+
+
+def test_papermill_unknown_parameter_fails_the_notebook(tmp_path):
+    """End to end: papermill injects `bogus`, the notebook's check cell raises, papermill fails."""
+    nbformat = pytest.importorskip("nbformat")
+    papermill = pytest.importorskip("papermill")
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(PARAMS_CELL)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "import clustermine_lib.reproduce as R\ncfg = R.check_parameters(globals())\nprint(cfg.profile, cfg.C)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    src = tmp_path / "nb.ipynb"
+    nbformat.write(nb, src)
+    with pytest.raises(papermill.PapermillExecutionError, match="UnknownParameterError"):
+        papermill.execute_notebook(str(src), str(tmp_path / "bad.ipynb"), parameters={"bogus": 1},
+                                   kernel_name="python3", progress_bar=False)
+    out = papermill.execute_notebook(str(src), str(tmp_path / "ok.ipynb"), parameters={"C": 400},
+                                     kernel_name="python3", progress_bar=False)
+    assert "demo 400" in "".join(o.get("text", "") for o in out.cells[-1].outputs)
+
+
+# ------------------------------------------------------------------------------------------ paper beside ours
+def test_compare_with_paper_puts_the_paper_number_beside_ours_with_the_difference():
+    ours = pd.DataFrame([
+        {"method": "MCM", "id_set": "ImageNet", "ood_set": "mean", "auroc": 90.0, "fpr95": 40.0},
+        {"method": "ClusterMine", "id_set": "ImageNet", "ood_set": "NINCO", "auroc": 93.87, "fpr95": 20.3},
+        {"method": "Mystery", "id_set": "ImageNet", "ood_set": "mean", "auroc": 50.0, "fpr95": 50.0},
+    ])
+    cmp = R.compare_with_paper(ours, paper.table1(), on=("method", "ood_set"))
+    assert list(cmp.columns) == ["method", "ood_set", "auroc", "auroc_paper", "auroc_diff", "fpr95",
+                                 "fpr95_paper", "fpr95_diff"]
+    assert list(cmp["method"]) == ["MCM", "ClusterMine", "Mystery"]  # our row order kept
+    mcm = cmp.iloc[0]
+    assert (mcm.auroc_paper, mcm.fpr95_paper) == (92.46, 35.22)
+    assert mcm.auroc_diff == pytest.approx(90.0 - 92.46) and mcm.fpr95_diff == pytest.approx(40.0 - 35.22)
+    cm = cmp.iloc[1]
+    assert (cm.auroc_paper, cm.fpr95_paper, cm.auroc_diff) == (92.87, 30.3, 1.0)
+    assert math.isnan(cmp.iloc[2].auroc_paper) and math.isnan(cmp.iloc[2].auroc_diff)
+
+
+def test_paper_tables_in_long_format():
+    t3 = R.paper_table3()
+    row = t3[(t3.corpus == "WordNet-NA") & (t3.method == "ClusterMine")].iloc[0]
+    assert (row.auroc, row.overlap, row.f1) == (94.56, 76.0, 60.0)
+    t5 = R.paper_table5()
+    assert t5[(t5.method == "ClusterMine") & (t5.ood_set == "near")].auroc.item() == 80.3
+    t6 = R.paper_table6()
+    assert t6[(t6.preprocess == "dup-all-lemmas") & (t6.ood_set == "mean")].auroc.item() == 94.63
+    t8 = R.paper_table8()
+    assert t8[(t8.method == "ClusterMine+PLP") & (t8.ood_set == "mean")].fpr95.item() == 27.53
+    t4 = R.paper_table4()
+    assert t4[(t4.method == "ClusterMine") & (t4.size_group == "ypos_1500")].auroc.item() == 94.56
+
+
+def test_fig4_relative_change_against_imagenet():
+    rows = []
+    for m, base, shifted in (("MCM", 90.0, 72.0), ("ClusterMine", 95.0, 85.5)):
+        rows += [{"method": m, "id_set": "ImageNet", "ood_set": "mean", "auroc": base, "fpr95": 30.0},
+                 {"method": m, "id_set": "ImageNet-A", "ood_set": "mean", "auroc": shifted, "fpr95": 60.0}]
+    f4 = R.fig4_data(pd.DataFrame(rows))
+    a = f4.set_index(["method", "id_set"])
+    assert a.loc[("MCM", "ImageNet-A"), "relative_change_pct"] == -20.0
+    assert a.loc[("ClusterMine", "ImageNet-A"), "relative_change_pct"] == -10.0
+    assert a.loc[("MCM", "ImageNet"), "relative_change_pct"] == 0.0
+    # the paper's own relative change, from Table 9 (MCM: 72.20 vs 92.46)
+    assert a.loc[("MCM", "ImageNet-A"), "paper_relative_change_pct"] == round(100 * (72.20 - 92.46) / 92.46, 2)
+
+
+# ------------------------------------------------------------------------------------------ the cached runner
+@pytest.fixture()
+def run(tiny_bench, tmp_path):
+    """A Runner scoring a seeded subset of 40 images per set (fast), with its own empty disk cache."""
+    return R.Runner(tiny_bench, Settings.for_benchmark(tiny_bench, progress=False), store=tmp_path / "cache",
+                    max_eval=40)
+
+
+def test_runner_gives_the_pipeline_numbers_and_reuses_its_disk_cache(tiny_bench, tmp_path, monkeypatch):
+    sets, methods = ("NINCO", "iNat"), ("MCM", "PosMine")
+    settings = Settings.for_benchmark(tiny_bench, progress=False)
+    first = R.Runner(tiny_bench, settings, store=tmp_path / "cache")
+    ours = first.table(methods, ood_sets=sets)
+    ref = Pipeline(tiny_bench, Settings.for_benchmark(tiny_bench, progress=False)).table(methods, ood_sets=sets)
+    pd.testing.assert_frame_equal(ours, ref)
+    assert len(list((tmp_path / "cache" / "scores").glob("*.npy"))) == 2 * (1 + 2)
+    again = R.Runner(tiny_bench, Settings.for_benchmark(tiny_bench, progress=False), store=tmp_path / "cache")
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed instead of reading the cache")
+
+    monkeypatch.setattr(Pipeline, "score_fn", boom)
+    monkeypatch.setattr(Pipeline, "mined", boom)
+    pd.testing.assert_frame_equal(again.table(methods, ood_sets=sets), ours)
+    assert again.mined("PosMine").names == first.mined("PosMine").names  # Y_pos read back from disk
+    assert not list((tmp_path / "cache").rglob(".*tmp*"))  # atomic writes leave no temp files
+
+
+def test_max_eval_subsamples_every_set_the_same_way(run):
+    fs = run.feature_set("NINCO")
+    assert len(fs) == 40 and torch.equal(fs.features, run.feature_set("NINCO").features)
+    assert run.feature_set("test").name == "ImageNet"
+    with pytest.raises(KeyError, match="Unknown set"):
+        run.feature_set("Nope")
+
+
+def test_canonical_cache_keys(run):
+    s = run.settings
+    assert run.canonical("NegLabel*", {}) == run.canonical("NegLabel", {"k": s.neglabel_star_k})
+    assert run.canonical("NegLabel", {}) == ("NegLabel", {"k": s.neglabel_k})
+    assert run.canonical("PosMine", {"m": s.m}) == ("PosMine", {})
+    assert run.canonical("ClusterMine", {"n_clusters": s.n_clusters, "neg_k": None}) == ("ClusterMine", {})
+    assert run.canonical("ClusterMine", {"n_clusters": 7}) == ("ClusterMine", {"n_clusters": 7})
+
+
+def test_table1_and_its_comparison_on_the_tiny_benchmark(run):
+    t1 = R.table1(run, methods=("MCM", "ClusterMine"))
+    assert set(t1.ood_set) == set(R.OOD_SETS) | {"mean"}
+    means = t1[t1.ood_set == "mean"].set_index("method")
+    per_set = t1[t1.ood_set != "mean"].groupby("method")["auroc"].mean()
+    assert means.loc["MCM", "auroc"] == pytest.approx(per_set["MCM"])
+    assert dict(means["needs_gt_labels"]) == {"MCM": "yes", "ClusterMine": "no"}
+    cmp = R.table1_compare(t1)
+    assert list(cmp.method) == ["MCM", "ClusterMine"] and list(cmp.auroc_paper) == [92.46, 94.56]
+    assert cmp.auroc_diff.tolist() == pytest.approx((cmp.auroc - cmp.auroc_paper).tolist(), abs=0.011)
+    mined = run.mined("ClusterMine")  # disk-cached Mined rebuilt from the corpus
+    assert len(mined) == len(mined.names) and len(mined) + len(mined.neg) == len(run.bench.corpus)
+
+
+def test_sweeps_record_the_swept_value(run):
+    m6 = R.fig6_m(run, (1, 2))
+    means = m6[m6.ood_set == "mean"]
+    assert list(means.M) == [1, 2] and means.n_pos.iloc[0] >= means.n_pos.iloc[1]
+    table = R.sweep_table(m6)
+    assert list(table.columns) == ["method", "sweep", "value", "|Y_pos|", "auroc", "fpr95"]
+    assert list(table.value) == ["1", "2"]
+
+
+# ------------------------------------------------------------------------------------------ files
+def test_save_table_and_figure_write_atomically(tmp_path):
+    from clustermine_lib import plots as P
+
+    cfg = R.Config(output_dir=str(tmp_path))
+    df = pd.DataFrame([{"method": "MCM", "id_set": "ImageNet", "ood_set": "NINCO", "auroc": 90.0, "fpr95": 40.0}])
+    assert R.save_table(df, cfg, "table_x") == "results/demo/table_x.csv"
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "results/demo/table_x.csv"), df)
+    scores = pd.DataFrame({"method": ["MCM"] * 6, "set": ["ImageNet"] * 3 + ["NINCO"] * 3,
+                           "score": np.arange(6, dtype=float)})
+    paths = R.save_figure(P.score_histograms(scores, simulated=True), cfg, "fig_x")
+    assert paths == ["figures/demo/fig_x.png", "figures/demo/fig_x.pdf"]
+    for p in paths:
+        assert (tmp_path / p).stat().st_size > 1000
+    assert (tmp_path / paths[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(f.name for f in (tmp_path / "figures/demo").iterdir()) == ["fig_x.pdf", "fig_x.png"]
+
+
+def test_paper_profile_without_features_names_them_and_the_make_command(tmp_path):
+    cfg = R.Config(profile="paper", cache_dir=str(tmp_path / "features"))
+    with pytest.raises(FileNotFoundError, match=r"(?s)missing.*make features MODEL=ViT-H-14 PRETRAINED=dfn5b"):
+        R.load_benchmark(cfg)
+    with pytest.raises(FileNotFoundError, match=r"(?s)text features of wordnet-n-dedup-1-lemma.*DATASET=text"):
+        R.check_text_features(cfg, [dict(corpus="wordnet-n")])
