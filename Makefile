@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
-PY := $(VENV)/bin/python
+PY ?= $(VENV)/bin/python
 PROFILE ?= demo
 SEED ?= 0
 # Real-data parameters (PROFILE=paper); see docs/gpu_workflow.md

@@ -278,3 +278,18 @@ def test_load_benchmark_from_cached_features(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(C, "knn_indices", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     assert torch.equal(knn, F.cached_knn(TINY, None, "imagenet-train", k=3, checkpoint=tiny["ckpt"],
                                          cache_dir=tmp_path))
+
+
+# ----------------------------------------------------------------------------- `make features`
+def test_make_features_with_local_checkpoint(tiny, tmp_path):
+    """The README's command, through the Makefile: an image folder + a local checkpoint."""
+    cache = tmp_path / "cache"
+    cmd = ["make", "-s", "-C", str(REPO), "features", f"MODEL={tiny['config']}", f"CHECKPOINT={tiny['ckpt']}",
+           "DATASET=imagenet-val", f"DATA_ROOT={tiny['data']}", f"CACHE_DIR={cache}",
+           f"PY={sys.executable}", "FEATURE_ARGS=--no-text --num-workers 0 --device cpu --no-progress"]
+    run = subprocess.run(cmd, env=dict(os.environ, HF_HUB_OFFLINE="1"), capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    got = F.load_image_features(TINY, None, "imagenet-val", checkpoint=tiny["ckpt"], cache_dir=cache)
+    direct = F.extract_image_features(TINY, None, "imagenet-val", **_kw(tiny, tmp_path / "direct"))
+    assert len(got.features) == 6 and got.meta["logit_scale"] == pytest.approx(direct.meta["logit_scale"])
+    assert torch.allclose(got.features, direct.features, atol=1e-5)
