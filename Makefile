@@ -69,7 +69,7 @@ clean:  ## remove caches (not the venv)
 #   make all PROFILE=paper              every notebook; goes on past failures, then lists them
 #   make notebooks                      re-execute notebooks/*.ipynb IN PLACE (demo): what nbval checks
 # Parameters set on the command line (or in the environment) are passed to papermill as -p: PROFILE
-# MODEL PRETRAINED CORPUS PROMPTS C M K TAU SEED DATA_ROOT CACHE_DIR OUTPUT_DIR DEVICE; anything else
+# MODEL PRETRAINED CORPUS PROMPTS C M K TAU SEED DATA_ROOT CACHE_DIR OUTPUT_DIR DEVICE MAX_EVAL; anything else
 # with NB_ARGS='-p k_values "[1000, 40000]"'. A name the notebook does not declare is an error.
 # The executed copy goes to results/$(PROFILE)/notebooks/ (the committed notebooks stay as they are).
 # ---------------------------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ PAPERMILL := $(VENV)/bin/papermill
 NB_KERNEL := python3
 # make variable -> notebook parameter (passed only when set on the command line or in the environment)
 NB_VARS := MODEL:model PRETRAINED:pretrained CORPUS:corpus PROMPTS:prompts C:C M:M K:K TAU:tau SEED:seed \
-  DEVICE:device
+  DEVICE:device MAX_EVAL:max_eval
 NB_PATH_VARS := DATA_ROOT:data_root CACHE_DIR:cache_dir OUTPUT_DIR:output_dir
 _set = $(filter command line environment environment override,$(origin $(1)))
 NB_PARAMS = -p profile $(PROFILE) \

@@ -460,24 +460,52 @@ def measure_mem(op: str, n: int, k: int = 0, d: int = 512, p: int = 0, timeout: 
 # sections
 # ================================================================================================
 
-def ref_mm(a: torch.Tensor, b: torch.Tensor, reps: int, device, cap_bytes: float = 4 * 2**30) -> float:
-    """Seconds for a plain ``torch.mm(a, b.T)`` of the full shapes into a preallocated (and already
-    touched) output. Only when that output would exceed ``cap_bytes`` (the GPU's ImageNet shapes) is the
-    same product done in row blocks of ``cap_bytes`` into one reused buffer."""
-    n, k = a.shape[0], b.shape[0]
-    rows = n if n * k * 4 <= cap_bytes else max(1, int(cap_bytes // (k * 4)))
-    out = torch.empty(rows, k, device=a.device)
-    out.zero_()
-    bt = b.T
+class RefMM:
+    """A plain ``torch.mm(a, b.T)`` of the full shapes into a preallocated (already touched) output.
 
-    def run():
-        for s in range(0, n, rows):
-            blk = a[s:s + rows]
-            torch.mm(blk, bt, out=out[: blk.shape[0]])
-    run()  # warm-up (BLAS init)
-    t, _ = best_of(run, reps, device)
-    del out
-    return t
+    Only when that output would exceed ``cap_bytes`` (the GPU's ImageNet shapes) is the same product run
+    in row blocks of ``cap_bytes`` into one reused buffer. The reference is re-timed next to every row
+    (``paired``), so each ratio compares two timings from the same few seconds: on a shared machine the
+    load changes between rows, and a reference timed once at the start would not match later rows.
+    """
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, device, cap_bytes: float = 4 * 2**30):
+        self.a, self.bt, self.device = a, b.T, device
+        n, k = a.shape[0], b.shape[0]
+        self.rows = n if n * k * 4 <= cap_bytes else max(1, int(cap_bytes // (k * 4)))
+        self.blocked = self.rows < n
+        self.out = torch.empty(self.rows, k, device=a.device)
+        self.out.zero_()
+        self.run()  # warm-up (BLAS init)
+
+    def run(self):
+        for s in range(0, self.a.shape[0], self.rows):
+            blk = self.a[s:s + self.rows]
+            torch.mm(blk, self.bt, out=self.out[: blk.shape[0]])
+
+    def once(self) -> float:
+        _sync(self.device)
+        t = time.perf_counter()
+        self.run()
+        _sync(self.device)
+        return time.perf_counter() - t
+
+
+def paired(fn, ref: RefMM, reps: int, device):
+    """Interleave ``ref, fn, ref, fn, ...`` ``reps`` times: (best fn time, best ref time of the same
+    window, fn's last result)."""
+    best_t = best_r = math.inf
+    out = None
+    for _ in range(reps):
+        best_r = min(best_r, ref.once())
+        out = None
+        gc.collect()
+        _sync(device)
+        t = time.perf_counter()
+        out = fn()
+        _sync(device)
+        best_t = min(best_t, time.perf_counter() - t)
+    return best_t, best_r, out
 
 
 def _lg(budget: int) -> str:
@@ -499,39 +527,43 @@ def section_scoring(tab: Table, args, device, n, k, d, p, gpu=False):
     rows = scoring.rows_per_chunk(k, scoring.DEFAULT_BUDGET)
     rows_r = scoring.rows_per_chunk(k, REC_BUDGET)
     lib_mem, rec_mem = f"chunk {fmt_bytes(rows * k * 4)}", f"chunk {fmt_bytes(rows_r * k * 4)}"
-    t_mm = ref_mm(img, text, args.reps, device)
+    ref_mm = RefMM(img, text, device)
+    t_mm, _ = best_of(ref_mm.run, args.reps, device)
     shape = f"N={n} K={k} D={d}"
     MM_RATE.setdefault(sec, flop / t_mm / 1e9)
     tab.add(sec, f"torch.mm reference (N x D) @ (D x K){tag}", shape, t_mm, flop / t_mm / 1e9, 1.0, "-",
-            "the machine's own matmul rate (output preallocated)")
-    t, ref_top1 = best_of(lambda: scoring.zero_shot_top1(img, text, device=dev), args.reps, device)
-    tab.add(sec, f"zero_shot_top1 (library){tag}", shape, t, flop / t / 1e9, t_mm / t, lib_mem,
+            "the machine's own matmul rate (output preallocated); re-timed next to each row below"
+            + ("; in row blocks (N x K does not fit)" if ref_mm.blocked else ""))
+    t, tr, ref_top1 = paired(lambda: scoring.zero_shot_top1(img, text, device=dev), ref_mm, args.reps, device)
+    tab.add(sec, f"zero_shot_top1 (library){tag}", shape, t, flop / t / 1e9, tr / t, lib_mem,
             f"budget {_lg(scoring.DEFAULT_BUDGET)} = {rows} rows/chunk")
-    t, got = best_of(lambda: top1_variant(img, text, REC_BUDGET, reuse=True), args.reps, device)
+    t, tr, got = paired(lambda: top1_variant(img, text, REC_BUDGET, reuse=True), ref_mm, args.reps, device)
     tab.add(sec, f"  top1 recommended (reused buffer, budget {_lg(REC_BUDGET)}){tag}", shape, t, flop / t / 1e9,
-            t_mm / t, rec_mem, f"{rows_r} rows/chunk; same argmax: {bool(torch.equal(got[0], ref_top1[0]))}")
+            tr / t, rec_mem, f"{rows_r} rows/chunk; same argmax: {bool(torch.equal(got[0], ref_top1[0]))}")
     del ref_top1, got
-    t, ref = best_of(lambda: scoring.eq1_logit(img, pos, neg, 1e-3, device=dev), args.reps, device)
-    tab.add(sec, f"eq1_logit (library){tag}", f"N={n} P={p} Q={k - p} D={d}", t, flop / t / 1e9, t_mm / t,
+    t, tr, ref = paired(lambda: scoring.eq1_logit(img, pos, neg, 1e-3, device=dev), ref_mm, args.reps, device)
+    tab.add(sec, f"eq1_logit (library){tag}", f"N={n} P={p} Q={k - p} D={d}", t, flop / t / 1e9, tr / t,
             lib_mem, "tau = 1e-3 (the paper's)")
-    t, got = best_of(lambda: eq1_recommended(img, pos, neg, 1e-3), args.reps, device)
+    t, tr, got = paired(lambda: eq1_recommended(img, pos, neg, 1e-3), ref_mm, args.reps, device)
     tab.add(sec, f"  eq1 recommended (clamp, fold 1/tau, reuse, {_lg(REC_BUDGET)}){tag}",
-            f"N={n} P={p} Q={k - p} D={d}", t, flop / t / 1e9, t_mm / t, rec_mem,
-            f"max|diff| vs library {float((got - ref).abs().max()):.1e} (logit units, values ~1e2)")
-    del ref, got
+            f"N={n} P={p} Q={k - p} D={d}", t, flop / t / 1e9, tr / t, rec_mem,
+            f"max abs diff vs library {float((got - ref).abs().max()):.1e} (logit units, values ~1e2)")
+    del ref, got, ref_mm
     # NegLabel mining: 0.95-quantile of each candidate's cosines to the P positives, keep the 10K lowest
     q = k - p
     nflop = 2.0 * q * p * d
-    t_mm2 = ref_mm(neg, pos, args.reps, device)
+    ref_mm2 = RefMM(neg, pos, device)
+    t_mm2, _ = best_of(ref_mm2.run, args.reps, device)
     cand = torch.arange(p, k, device=text.device)
     nshape = f"Q={q} P={p} D={d}"
     tab.add(sec, f"torch.mm reference (Q x D) @ (D x P){tag}", nshape, t_mm2, nflop / t_mm2 / 1e9, 1.0, "-", "")
-    t, ref = best_of(lambda: scoring.select_negatives(pos, text, cand, 10_000, device=dev), args.reps, device)
-    tab.add(sec, f"select_negatives / NegLabel K=10000 (library){tag}", nshape, t, nflop / t / 1e9, t_mm2 / t,
+    t, tr, ref = paired(lambda: scoring.select_negatives(pos, text, cand, 10_000, device=dev), ref_mm2, args.reps,
+                        device)
+    tab.add(sec, f"select_negatives / NegLabel K=10000 (library){tag}", nshape, t, nflop / t / 1e9, tr / t,
             f"chunk {fmt_bytes(scoring.rows_per_chunk(p) * p * 4)}", "torch.quantile (full sort of every row)")
-    t, got = best_of(lambda: select_negatives_fast(pos, text, cand, 10_000), args.reps, device)
+    t, tr, got = paired(lambda: select_negatives_fast(pos, text, cand, 10_000), ref_mm2, args.reps, device)
     common = len(set(ref.tolist()) & set(got.tolist()))
-    tab.add(sec, f"  select_negatives recommended (quantile by topk){tag}", nshape, t, nflop / t / 1e9, t_mm2 / t,
+    tab.add(sec, f"  select_negatives recommended (quantile by topk){tag}", nshape, t, nflop / t / 1e9, tr / t,
             "", f"{common} of 10000 selected in common")
     if not gpu and not args.quick:
         st = scoring.negative_similarity(pos, text, index=cand)
@@ -556,9 +588,10 @@ def section_variants(tab: Table, args, n, k, d, p, quick=False):
     pos, neg = unit_rows(p, d, dev, 2), unit_rows(k - p, d, dev, 3)
     text = torch.cat([pos, neg])
     flop = 2.0 * n * k * d
-    t_mm = ref_mm(img, text, args.reps, dev)
+    ref_mm = RefMM(img, text, dev)
+    t_mm, _ = best_of(ref_mm.run, args.reps)
     tab.add("C", "torch.mm reference", f"N={n} K={k} D={d}", t_mm, flop / t_mm / 1e9, 1.0, "-",
-            "reference for the C rows")
+            "reference for the C rows, re-timed next to each")
     # 1. chunked matmul alone (nothing done with the chunk): chunk size, fresh vs reused buffer
     plan = [(2**24, False), (2**24, True), (2**26, True)] if quick else \
         [(2**22, True), (2**24, False), (2**24, True), (2**26, True), (2**27, True)]
@@ -568,9 +601,9 @@ def section_variants(tab: Table, args, n, k, d, p, quick=False):
         def run(budget=budget, reuse=reuse):
             for _ in _chunks(img, text, budget, reuse=reuse):
                 pass
-        t, _ = best_of(run, args.reps)
+        t, tr, _ = paired(run, ref_mm, args.reps, dev)
         tab.add("C", f"chunked mm only, {'reused buffer' if reuse else 'fresh chunk each time (library)'}",
-                f"budget {_lg(budget)} = {rows} rows", t, flop / t / 1e9, t_mm / t, fmt_bytes(rows * k * 4), "")
+                f"budget {_lg(budget)} = {rows} rows", t, flop / t / 1e9, tr / t, fmt_bytes(rows * k * 4), "")
     # 2. Eq. 1, the fixes added one at a time
     steps = [("eq1 library (scratch copy)", dict(), 2**24),
              ("clamp_min_(-80) before exp_ (in-place LSE)", dict(inplace=True, clamp=True), 2**24),
@@ -583,14 +616,16 @@ def section_variants(tab: Table, args, n, k, d, p, quick=False):
         steps = [steps[0], steps[1]] + steps[-2:]
     ref = None
     for name, kw, budget in steps:
-        t, got = best_of(lambda kw=kw, budget=budget: eq1_variant(img, pos, neg, 1e-3, budget, **kw), args.reps)
+        t, tr, got = paired(lambda kw=kw, budget=budget: eq1_variant(img, pos, neg, 1e-3, budget, **kw), ref_mm,
+                            args.reps, dev)
         ref = got if ref is None else ref
-        tab.add("C", name, f"budget {_lg(budget)}", t, flop / t / 1e9, t_mm / t,
-                fmt_bytes(scoring.rows_per_chunk(k, budget) * k * 4), f"max|diff| {float((got - ref).abs().max()):.1e}")
+        tab.add("C", name, f"budget {_lg(budget)}", t, flop / t / 1e9, tr / t,
+                fmt_bytes(scoring.rows_per_chunk(k, budget) * k * 4), f"max abs diff {float((got - ref).abs().max()):.1e}")
     # 3. what each elementwise pass costs per element of one library-sized chunk
     rows = scoring.rows_per_chunk(k, scoring.DEFAULT_BUDGET)
     blk = img[:rows] @ text.T / 1e-3
     spare = torch.empty_like(blk)
+    del ref_mm
     per_mm = t_mm / (n * k) * 1e9
     for name, fn in [("torch.logsumexp (library)", lambda: torch.logsumexp(blk, dim=1)),
                      ("torch.special.logsumexp", lambda: torch.special.logsumexp(blk, dim=1)),
@@ -620,7 +655,7 @@ def section_variants(tab: Table, args, n, k, d, p, quick=False):
             t, _ = best_of(lambda: fc(blk, p), max(3, args.reps))
             tab.add("C", f"per element: torch.compile'd Eq.1 LSE pair{' + clamp' if clamp else ', no clamp'}",
                     f"one chunk {rows} x {k}", t, None, None, "",
-                    f"{t / blk.numel() * 1e9:.2f} ns/elem; compile {tc:.0f} s; max|diff| {err:.1e}")
+                    f"{t / blk.numel() * 1e9:.2f} ns/elem; compile {tc:.0f} s; max abs diff {err:.1e}")
     del blk, spare
     # 4. bf16 on this CPU (one block): an option?
     kk, r = min(k, 16384), 512
@@ -703,7 +738,7 @@ def section_temi(tab: Table, args, device, ns, d, c, heads, bs, loop_n):
     tab.add("D", "TEMI step, all heads batched (bmm, as fit_temi)", f"N={loop_n} {shape}", tb, fwd * 4 / tb / 1e9, None,
             "", f"{n_steps} steps timed after 1 warm-up")
     tab.add("D", "TEMI step, per-head loop (reference, this file)", f"N={loop_n} {shape}", tl, fwd * 4 / tl / 1e9,
-            tl / tb, "", f"ratio column = loop / batched; teacher weights max|diff| after 2 steps {err:.1e}")
+            tl / tb, "", f"ratio column = loop / batched; teacher weights max abs diff after 2 steps {err:.1e}")
     threads = torch.get_num_threads()
     if threads > 1:
         torch.set_num_threads(1)
@@ -810,7 +845,8 @@ def section_gpu(tab: Table, args, device, scale=1.0):
     img = unit_rows(n, d, device, 1)
     text = unit_rows(k, d, device, 2)
     flop = 2.0 * n * k * d
-    t_mm = ref_mm(img, text, 1, device)
+    ref_mm = RefMM(img, text, device)
+    t_mm, _ = best_of(ref_mm.run, 1, device)
     tab.add("G", "torch.mm reference [GPU]", f"N={n} K={k} D={d}", t_mm, flop / t_mm / 1e9, 1.0, "",
             "row blocks of 4 GiB into one buffer (N x K does not fit)")
     for name, fn in [("zero_shot_top1 (library) [GPU]", lambda: scoring.zero_shot_top1(img, text, device=device)),
@@ -819,7 +855,7 @@ def section_gpu(tab: Table, args, device, scale=1.0):
         base = mark()
         t, _ = best_of(fn, 1, device)
         tab.add("G", name, f"N={n} K={k} D={d}", t, flop / t / 1e9, t_mm / t, fmt_bytes(peak_since(base)), "best of 1")
-    del img, text
+    del img, text, ref_mm
     gc.collect()
     # TEMI at paper scale: time some steps, extrapolate to the epoch and to 100 epochs
     n, c, h, bs = s(1_281_167), s(4000), 50 if scale == 1.0 else 4, s(1024)

@@ -14,6 +14,8 @@ import matplotlib
 
 if not os.environ.get("MPLBACKEND") and "ipykernel" not in __import__("sys").modules:
     matplotlib.use("Agg")  # scripts and tests; notebooks keep their inline backend
+import matplotlib.lines  # noqa: E402
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -119,19 +121,21 @@ def compare_bars(cmp: pd.DataFrame, by: str = "method", value: str = "auroc", ti
     labels = d[by].astype(str) if hue is None else d[hue].astype(str) + " · " + d[by].astype(str)
     fig, ax = plt.subplots(figsize=(WIDTH * 0.62, 0.26 * len(d) + 0.9))
     y = np.arange(len(d))
-    ax.barh(y, d[value], color=[color(m) for m in d[by]], height=0.7, label="ours")
+    ax.barh(y, d[value], color=[color(m) for m in d[by]], height=0.7)
+    handles = [matplotlib.patches.Patch(color="0.6", label="ours")]
     if f"{value}_paper" in d:
         p = d[f"{value}_paper"]
         ok = p.notna()
-        ax.scatter(p[ok], y[ok], marker="|", s=160, color="black", linewidths=2, label="paper", zorder=3)
+        ax.scatter(p[ok], y[ok], marker="|", s=160, color="black", linewidths=2, zorder=3)
+        handles.append(matplotlib.lines.Line2D([], [], color="black", marker="|", ls="", ms=10, mew=2, label="paper"))
     for yi, v in zip(y, d[value]):
-        ax.text(v, yi, f" {v:.1f}", va="center", fontsize=7)
+        ax.text(v - 0.25, yi, f"{v:.1f}", va="center", ha="right", fontsize=6.8, color="white", fontweight="bold")
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     lo = np.nanmin(np.r_[d[value].values, d.get(f"{value}_paper", d[value]).values])
     ax.set_xlim(max(0, lo - 8), 101 if value == "auroc" else None)
     ax.set_xlabel({"auroc": "mean AUROC (%)", "fpr95": "mean FPR95 (%)"}.get(value, value))
-    return _finish(fig, title, simulated, legend=_legend(ax, 2))
+    return _finish(fig, title, simulated, legend=(handles, [h.get_label() for h in handles], 2))
 
 
 # ---------------------------------------------------------------------------------------- 00 quickstart

@@ -39,6 +39,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+with warnings.catch_warnings():  # tqdm.auto warns once on stderr in a kernel without ipywidgets
+    warnings.simplefilter("ignore")
+    import tqdm.auto  # noqa: F401
+
 from . import analysis, metrics, paper
 from .benchmark import EXTRA_OOD_SETS, OOD_SETS, SHIFTED_SETS, Benchmark, FeatureSet
 from .experiments import METHODS, Pipeline, Settings
@@ -144,12 +148,13 @@ class Config:
     cache_dir: str | None = None
     output_dir: str | None = None
     device: str | None = None
+    max_eval: int | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}, got {self.profile!r}.")
-        for name in ("C", "M", "K"):
+        for name in ("C", "M", "K", "max_eval"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {v!r}.")
@@ -219,6 +224,8 @@ def check_parameters(namespace: dict, declared: Iterable[str] | None = None,
         raise ValueError(f"Parameters {missing} are declared but not defined; run the parameters cell.")
     import time
 
+    for opt, v in (("display.max_rows", 200), ("display.max_columns", 40), ("display.width", 250)):
+        pd.set_option(opt, v)  # notebooks show whole tables
     values = {n: namespace[n] for n in declared}
     common = {k: v for k, v in values.items() if k in _CONFIG_FIELDS}
     extra = {k: v for k, v in values.items() if k not in _CONFIG_FIELDS}
@@ -581,8 +588,8 @@ def runner(bench: Benchmark, cfg: Config | None = None, cache: bool = True, max_
     opts.update(overrides)
     opts.setdefault("progress", False)
     settings = Settings.for_benchmark(bench, **opts)
-    if cfg is not None and cfg.extra.get("max_eval") is not None and max_eval is None:
-        max_eval = cfg.extra["max_eval"]
+    if cfg is not None and max_eval is None:
+        max_eval = cfg.max_eval
     return Runner(bench, settings, store=default_cache_dir() if cache else None, max_eval=max_eval)
 
 
