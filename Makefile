@@ -37,9 +37,12 @@ wordnet:  ## provide WordNet 3.0 offline (nltk corpus, else Debian's wordnet-bas
 	   || (apt-get update -q && apt-get install -y -q --no-install-recommends wordnet-base wordnet-sense-index)) >/dev/null; fi
 	$(PY) -m clustermine_lib.wordnet
 
-test:  ## unit tests, then the notebooks' outputs with nbval
+# nbval mode: --nbval-lax executes every notebook and fails on any error (what CI runs today);
+# NBVAL=--nbval also compares every output with the committed one (after `make notebooks`).
+NBVAL ?= --nbval-lax
+test:  ## unit tests, then every notebook executed by nbval (NBVAL=--nbval: also compare outputs)
 	$(PY) -m pytest tests
-	@if ls notebooks/*.ipynb >/dev/null 2>&1; then $(PY) -m pytest --nbval -p no:cacheprovider notebooks; fi
+	@if ls notebooks/*.ipynb >/dev/null 2>&1; then $(PY) -m pytest $(NBVAL) -p no:cacheprovider notebooks; fi
 
 test-fast:  ## unit tests only
 	$(PY) -m pytest tests -x
