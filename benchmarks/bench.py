@@ -594,7 +594,7 @@ def section_variants(tab: Table, args, n, k, d, p, quick=False):
             "reference for the C rows, re-timed next to each")
     # 1. chunked matmul alone (nothing done with the chunk): chunk size, fresh vs reused buffer
     plan = [(2**24, False), (2**24, True), (2**26, True)] if quick else \
-        [(2**22, True), (2**24, False), (2**24, True), (2**26, True), (2**27, True)]
+        [(2**22, True), (2**24, False), (2**24, True), (2**25, True), (2**26, True)]
     for budget, reuse in plan:
         rows = scoring.rows_per_chunk(k, budget)
 
@@ -611,7 +611,7 @@ def section_variants(tab: Table, args, n, k, d, p, quick=False):
              ("+ reused chunk buffer (mm out=)", dict(fold=True, inplace=True, clamp=True, reuse=True), 2**24),
              ("+ one normalised text copy (no cat)", dict(fold=True, inplace=True, clamp=True, reuse=True,
                                                           one_copy=True), 2**24)]
-    steps += [("  same, larger budget", steps[-1][1], b) for b in ((2**26,) if quick else (2**26, 2**27))]
+    steps += [("  same, larger budget", steps[-1][1], b) for b in ((2**26,) if quick else (2**25, 2**26))]
     if quick:
         steps = [steps[0], steps[1]] + steps[-2:]
     ref = None
@@ -790,7 +790,7 @@ def section_knn(tab: Table, args, device, ns, d, mem_ns):
                     f"while the next is computed; grows with N) + normalised copy + out")
 
 
-def section_demo(tab: Table, args, timeout: float):
+def section_demo(tab: Table, args, timeout: float, budget: float = BUDGET_S):
     """F: ``python -m clustermine_lib.cli demo`` as a subprocess (what ``make demo`` runs)."""
     def run(env_extra, label):
         out = tempfile.mkdtemp(prefix="bench_demo_")
@@ -798,17 +798,19 @@ def section_demo(tab: Table, args, timeout: float):
         t = time.perf_counter()
         try:
             r = subprocess.run([sys.executable, "-m", "clustermine_lib.cli", "demo", "--seed", "0", "--out", out],
-                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+                               cwd=ROOT, env=env, capture_output=True, text=True,
+                               timeout=timeout if math.isfinite(timeout) else None)
             dt = time.perf_counter() - t
             note = "ok" if r.returncode == 0 else f"exit {r.returncode}: {r.stderr.strip().splitlines()[-1:]}"
         except subprocess.TimeoutExpired:
             dt, note = time.perf_counter() - t, (f"NOT FINISHED: stopped at {timeout:.0f} s to keep the bench within "
-                                                 "5 min; time it alone with --only F")
+                                                 f"its {budget:.0f} s budget; time it alone with --only F")
         shutil.rmtree(out, ignore_errors=True)
         tab.add("F", f"make demo ({label})", "cli demo --seed 0", dt, None, None, "", note)
         return dt
 
     if args.demo_cold:
+        timeout = timeout / 2 if math.isfinite(timeout) else timeout
         cache = Path(tempfile.mkdtemp(prefix="bench_cache_"))
         real = Path(os.environ.get("CLUSTERMINE_CACHE", ROOT / ".cache"))
         for sub in ("corpora", "nltk_data"):  # keep WordNet; only the simulated benchmark is rebuilt
@@ -942,13 +944,17 @@ def main(argv=None) -> int:
                     help="cuda: add the GPU rows (ImageNet shapes); needs CUDA")
     ap.add_argument("--n", type=int, default=0, help="images in section A (default 4000; quick 1000)")
     ap.add_argument("--reps", type=int, default=3, help="timing repetitions (best of)")
+    ap.add_argument("--budget", type=float, default=BUDGET_S,
+                    help="seconds for the whole run (default 300); a section that would start too late is skipped "
+                         "with a note, and the demo gets what is left. 0 = no limit")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--only", default="", help="comma-separated sections to run, e.g. A,C or F (default all)")
     ap.add_argument("--no-demo", action="store_true", help="skip the end-to-end demo row (F)")
     ap.add_argument("--compile", action="store_true", help="C: also time a torch.compile'd logsumexp (compiles ~40 s)")
     ap.add_argument("--demo-cold", action="store_true", help="also time a cold demo (simulated cache rebuilt)")
     ap.add_argument("--temi-steps", type=int, default=200, help="GPU: TEMI steps timed for the extrapolation")
-    ap.add_argument("--out", default=None, help="results file (default benchmarks/results/<host>-<date>.md)")
+    ap.add_argument("--out", default=None, help="results file (default benchmarks/results/<host>-<date>.md; "
+                                                "--quick / --only / --device cuda runs add a suffix)")
     ap.add_argument("--no-write", action="store_true", help="print only, write no results file")
     ap.add_argument("--gpu-scale", type=float, default=1.0, help=argparse.SUPPRESS)  # CPU dry run of section G
     ap.add_argument("--child-mem", default=None, help=argparse.SUPPRESS)
@@ -976,8 +982,8 @@ def main(argv=None) -> int:
     cpu = torch.device("cpu")
     K, D, P = 79_403, 512, 1000  # WordNet nouns+adjectives corpus, CLIP ViT-B/16 width, 1000 positives
     q = args.quick
-    n_a = args.n or (1000 if q else 3000)
-    n_c = 1000 if q else 1690  # 1690 = one chunk at 2^27, eight at 2^24
+    n_a = args.n or (1000 if q else 2000)
+    n_c = 845  # = one chunk at 2^26, four at 2^24
     mem_ns = (1000, 2000) if q else (1000, 2500)
     mem_ops = ("eq1", "eq1_fast") if q else ("top1", "eq1", "eq1_fast")
     neg_ks = () if q else (20_000, K)
@@ -985,21 +991,32 @@ def main(argv=None) -> int:
     knn_ns, knn_mem = ((2000, 4000), ()) if q else ((4000, 8000, 16000), (4000, 16000))
     d_t, c_t, h_t, bs_t = 256, 800, 10, 256  # the demo's TEMI shapes (simulated benchmark, TEMIConfig.demo)
 
-    if "A" in only:
-        print("\n[A] chunked scoring vs torch.mm", flush=True)
+    budget = args.budget if args.budget > 0 else math.inf
+
+    def go(sec: str, title: str, need_s: float) -> bool:
+        """Run section ``sec`` if asked for and if ~``need_s`` seconds (its time on an idle machine) are left."""
+        if sec not in only:
+            return False
+        left = budget - elapsed()
+        if left < need_s:
+            tab.add(sec, title, "", None, None, None, "",
+                    f"SKIPPED: only {left:.0f} s left of the {budget:.0f} s budget (1-min load average "
+                    f"{os.getloadavg()[0]:.1f}); run it alone with --only {sec}")
+            return False
+        print(f"\n[{sec}] {title}", flush=True)
+        return True
+
+    # need_s: rough duration on an idle 2-core machine (quick / full), to stay within the budget
+    if go("A", "chunked scoring vs torch.mm", 20 if q else 45):
         section_scoring(tab, args, cpu, n_a, K, D, P)
-    if "C" in only:
-        print("\n[C] scratch variants", flush=True)
+    if go("C", "scratch variants", 15 if q else 40):
         section_variants(tab, args, n_c, K, D, P, quick=q)
-    if "B" in only:
-        print("\n[B] peak memory (fresh subprocess per row)", flush=True)
+    if go("B", "peak memory (fresh subprocess per row)", 10 if q else 30):
         section_memory(tab, K, D, P, mem_ns, mem_ops, neg_ks)
-    if "D" in only:
-        print("\n[D] TEMI", flush=True)
+    if go("D", "TEMI", 10 if q else 30):
         section_temi(tab, args, cpu, temi_ns, d_t, c_t, h_t, bs_t, loop_n)
         section_temi_memory(tab, temi_mem, d_t, c_t, h_t, bs_t)
-    if "E" in only:
-        print("\n[E] kNN", flush=True)
+    if go("E", "kNN", 3 if q else 15):
         section_knn(tab, args, cpu, knn_ns, D, knn_mem)
     if "G" in only and (gpu or args.gpu_scale < 1.0):
         print("\n[G] GPU rows", flush=True)
@@ -1010,15 +1027,20 @@ def main(argv=None) -> int:
         if q or args.no_demo:
             tab.add("F", "make demo", "", None, None, None, "", "skipped (--quick / --no-demo)")
         else:
-            left = BUDGET_S - elapsed() - 5
-            print(f"\n[F] demo (timeout {max(30.0, left):.0f} s: the bench stays within 5 min)", flush=True)
-            section_demo(tab, args, timeout=max(30.0, left))
+            left = budget - elapsed() - 5
+            if left < 30:
+                tab.add("F", "make demo", "", None, None, None, "",
+                        f"SKIPPED: {max(0.0, left + 5):.0f} s left of the {budget:.0f} s budget; run it alone with --only F")
+            else:
+                print(f"\n[F] demo (timeout {left:.0f} s, what is left of the budget)", flush=True)
+                section_demo(tab, args, timeout=left, budget=budget)
 
     load1 = os.getloadavg()
     head = (f"# clustermine bench: {info['host']}, {_dt.date.today().isoformat()}\n\n"
             f"CPU: {info['cpu']} ({info['cores']} cores), torch {info['torch']} with {info['threads']} threads, "
             f"Python {info['python']}; CUDA: {info['cuda'] or 'none'}. Mode: {'quick' if q else 'full'}"
-            f"{', GPU rows' if gpu else ''}; sections {','.join(sorted(only))}. Load average (1 min) "
+            f"{', GPU rows' if gpu else ''}; sections {','.join(sorted(only))}; budget "
+            f"{'none' if not math.isfinite(budget) else f'{budget:.0f} s'}. Load average (1 min) "
             f"{load0[0]:.2f} before, {load1[0]:.2f} after (2.0 = both cores busy with other jobs). "
             f"Total {elapsed():.0f} s.\n")
     gpu_note = "; GPU rows included in this run" if gpu else "; this machine has none, so there are no GPU rows"
@@ -1026,7 +1048,9 @@ def main(argv=None) -> int:
     print("\n" + text)
     if not args.no_write and args.gpu_scale == 1.0:
         host = re.sub(r"[^A-Za-z0-9_.-]", "_", info["host"])
-        path = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"{host}-{_dt.date.today().isoformat()}.md"
+        tag = ("-quick" if q else "") + (f"-only-{''.join(sorted(only))}" if args.only else "") + ("-gpu" if gpu else "")
+        name = f"{host}-{_dt.date.today().isoformat()}{tag}.md"  # partial runs do not overwrite the full table
+        path = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / name
         write_atomic(path, text)
         print(f"wrote {path}")
     return 0

@@ -19,8 +19,8 @@ feature file raises at once with the ``make features`` command that makes it.
 Disk cache. Zero-shot top-1 concepts, TEMI cluster labels and score vectors are cached under
 ``<project cache>/notebooks/`` ($CLUSTERMINE_CACHE or ``<repo>/.cache``), keyed by a content hash of
 every input: the benchmark's tensors and names, the method, its parameters, the ``Settings`` (TEMI
-config included), the evaluated set and the source code of the modules that compute them (any edit of
-``scoring.py``, ``clustering.py``, ... invalidates the cache). Several notebooks thus share one TEMI run
+config included), the evaluated set and the source code of the modules that compute them (an edit of
+``clustering.py`` recomputes TEMI, one of ``scoring.py`` the top-1 concepts and the scores, ...). Several notebooks thus share one TEMI run
 per C and one score vector per (method, set). Files are written atomically (temp file + rename).
 """
 from __future__ import annotations
@@ -337,13 +337,20 @@ def _digest(*parts) -> str:
     return h.hexdigest()
 
 
-_CODE_MODULES = ("analysis", "clustering", "experiments", "metrics", "mining", "scoring")
+# The modules whose source decides each kind of cached value: editing one recomputes that kind only.
+_CODE_MODULES = {
+    "top1": ("scoring",),
+    "temi": ("clustering",),
+    "mined": ("clustering", "experiments", "mining", "scoring"),
+    "scores": ("analysis", "clustering", "experiments", "metrics", "mining", "scoring"),
+}
 
 
-def code_version() -> str:
-    """Hash of the source of the modules whose code decides cached values (and of torch's version)."""
+def code_version(kind: str = "scores") -> str:
+    """Hash of the source of the modules that compute a cached ``kind`` (and of torch's version)."""
     here = Path(__file__).resolve().parent
-    return _digest(torch.__version__, *[(here / f"{m}.py").read_bytes() for m in _CODE_MODULES])[:16]
+    mods = _CODE_MODULES.get(kind, _CODE_MODULES["scores"])
+    return _digest(torch.__version__, *[(here / f"{m}.py").read_bytes() for m in mods])[:16]
 
 
 def bench_fingerprint(bench: Benchmark) -> str:
@@ -420,7 +427,7 @@ class Runner(Pipeline):
         """``compute()`` (a numpy array) cached as ``<store>/<kind>/<hash>.npy`` + a JSON of its key."""
         if self.store is None:
             return self._quiet(compute)
-        full = {**key, "kind": kind, "code": code_version()}
+        full = {**key, "kind": kind, "code": code_version(kind)}
         path = self.store / kind / f"{_digest(full)}.npy"
         if path.exists():
             try:
