@@ -208,9 +208,16 @@ def check_parameters(namespace: dict, declared: Iterable[str] | None = None,
     found = parameter_cells(namespace.get("In", []))
     if declared is None:
         if found is None:
-            raise ValueError(f"No executed cell starting with {PARAMETERS_MARKER!r} in this kernel's history: "
-                             "run the notebook's first cell (its parameters) first.")
-        declared = found[0]
+            # no history (nbval executes cells without storing them; nothing is injected then):
+            # every plain value defined so far is a declared parameter
+            plain = (str, int, float, bool, list, tuple, dict, type(None))
+            declared = [n for n, v in namespace.items()
+                        if not n.startswith("_") and n not in ("In", "Out") and isinstance(v, plain)]
+            if not declared:
+                raise ValueError(f"No executed cell starting with {PARAMETERS_MARKER!r}: run the notebook's "
+                                 "first cell (its parameters) first.")
+        else:
+            declared = found[0]
     if injected is None:
         injected = found[1] if found else []
     declared, injected = list(declared), list(injected)
@@ -1193,8 +1200,15 @@ def paper_table6() -> pd.DataFrame:
 
 
 def table6_compare(t6: pd.DataFrame, means_only: bool = False) -> pd.DataFrame:
+    """Ours beside the paper's Table 6; ``means_only``: the mean rows with |corpus| and |Y_pos|."""
     cmp = compare_with_paper(t6, paper_table6(), on=("preprocess", "ood_set"))
-    return cmp[cmp.ood_set == "mean"].reset_index(drop=True) if means_only else cmp
+    if not means_only:
+        return cmp
+    keep = (cmp.ood_set == "mean").values
+    out = cmp[keep].drop(columns="ood_set").reset_index(drop=True)
+    out.insert(1, "|corpus|", t6["corpus_size"].values[keep])
+    out.insert(2, "|Y_pos|", t6["n_pos"].values[keep])
+    return out
 
 
 # ================================================================================================
