@@ -41,7 +41,9 @@ wordnet:  ## provide WordNet 3.0 offline (nltk corpus, else Debian's wordnet-bas
 # output with the committed one (after `make notebooks`). NBVAL_NOTEBOOKS: the notebooks `make test`
 # executes (those verified under nbval within CI's time; `make test NBVAL_NOTEBOOKS=notebooks` runs all).
 NBVAL ?= --nbval-lax
-NBVAL_NOTEBOOKS ?= notebooks/00_quickstart.ipynb
+NBVAL_NOTEBOOKS ?= $(addprefix notebooks/,00_quickstart.ipynb 01_table1_main_results.ipynb \
+  04_equal_size_positives_table4.ipynb 05_openood_vit_b_table5.ipynb 08_label_quality_fig5.ipynb \
+  09_text_preprocessing_table6.ipynb 10_extra_ood_table7.ipynb 14_plp_table8.ipynb)
 test:  ## unit tests, then notebooks executed by nbval (NBVAL=--nbval: also compare outputs)
 	$(PY) -m pytest tests
 	$(PY) -m pytest $(NBVAL) -p no:cacheprovider $(NBVAL_NOTEBOOKS)
