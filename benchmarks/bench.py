@@ -4,8 +4,10 @@
 ``make bench`` (= ``.venv/bin/python benchmarks/bench.py``) prints one table and writes it to
 ``benchmarks/results/<host>-<date>.md`` (atomic replace). Standard library + torch only.
 
-    benchmarks/bench.py                 # CPU, full (<= 5 min on a 2-core CPU)
-    benchmarks/bench.py --quick         # CPU, ~1 min (smaller N, no demo)
+    benchmarks/bench.py                 # CPU, full, kept within 5 min (--budget; sections that would
+                                        # overrun on a loaded machine are skipped with a note)
+    benchmarks/bench.py --budget 0      # CPU, full, every section however long it takes
+    benchmarks/bench.py --quick         # CPU, ~1-2 min on an idle machine (smaller N, no demo)
     benchmarks/bench.py --device cuda   # adds the GPU rows (ImageNet-scale shapes); only on a CUDA box
 
 Sections (see benchmarks/README.md for every column):
@@ -922,8 +924,9 @@ def write_atomic(path: Path, text: str) -> None:
 METHOD = """\
 How to read this (details: benchmarks/README.md)
 - time: best of {reps} wall-clock runs (other jobs may share this machine: see the load averages above).
-- ratio to mm: t(plain torch.mm of the same shapes, same run, output preallocated) / t(row). 1.00 = the step
-  runs at the machine's own matmul rate. GFLOP/s counts only the matmul, 2*N*K*D per pass (2*Q*P*D for
+- ratio to mm: t(plain torch.mm of the same shapes, output preallocated) / t(row), both best of {reps} and
+  interleaved (ref, row, ref, row, ...) so they share the same load. 1.00 = the step runs at the machine's
+  own matmul rate. GFLOP/s counts only the matmul, 2*N*K*D per pass (2*Q*P*D for
   NegLabel, 2*N^2*D for kNN), so everything else shows up as a lower rate. Sections D, F: seconds only.
 - peak extra mem (B, D, E): each number comes from a FRESH subprocess: inputs built in place, the op warmed
   up on tiny shapes, the kernel's RSS high-water mark reset (/proc/self/clear_refs) and read (VmHWM) before
@@ -939,7 +942,7 @@ How to read this (details: benchmarks/README.md)
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="~1 minute: smaller shapes, fewer rows, no demo")
+    ap.add_argument("--quick", action="store_true", help="~1-2 min on an idle machine: smaller shapes, no demo")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                     help="cuda: add the GPU rows (ImageNet shapes); needs CUDA")
     ap.add_argument("--n", type=int, default=0, help="images in section A (default 4000; quick 1000)")
@@ -998,6 +1001,8 @@ def main(argv=None) -> int:
         if sec not in only:
             return False
         left = budget - elapsed()
+        # other jobs on the machine slow every row down: scale the idle estimate by the load per core
+        need_s *= max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
         if left < need_s:
             tab.add(sec, title, "", None, None, None, "",
                     f"SKIPPED: only {left:.0f} s left of the {budget:.0f} s budget (1-min load average "

@@ -189,6 +189,11 @@ class Config:
     def sweep(self, name: str):
         """A sweep's values: the notebook's parameter if set, else the profile's default (``SWEEPS``)."""
         v = self.extra.get(name)
+        if isinstance(v, str):  # papermill -p passes "[1000, 40000]" as text
+            try:
+                v = ast.literal_eval(v)
+            except (ValueError, SyntaxError) as e:
+                raise ValueError(f"{name} must be a list like [1000, 40000], got {v!r}.") from e
         return tuple(v) if isinstance(v, (list, tuple)) else (v if v is not None else SWEEPS[self.profile][name])
 
 
@@ -207,15 +212,15 @@ def check_parameters(namespace: dict, declared: Iterable[str] | None = None,
     """
     found = parameter_cells(namespace.get("In", []))
     if declared is None:
-        if found is None:
-            # no history (nbval executes cells without storing them; nothing is injected then):
+        if found is None and not any(str(c).strip() for c in namespace.get("In", [])):
+            # no history at all (nbval executes cells without storing them; nothing is injected then):
             # every plain value defined so far is a declared parameter
             plain = (str, int, float, bool, list, tuple, dict, type(None))
             declared = [n for n, v in namespace.items()
                         if not n.startswith("_") and n not in ("In", "Out") and isinstance(v, plain)]
-            if not declared:
-                raise ValueError(f"No executed cell starting with {PARAMETERS_MARKER!r}: run the notebook's "
-                                 "first cell (its parameters) first.")
+        elif found is None:
+            raise ValueError(f"No executed cell starting with {PARAMETERS_MARKER!r} in this kernel's history: "
+                             "run the notebook's first cell (its parameters) first.")
         else:
             declared = found[0]
     if injected is None:
@@ -271,18 +276,26 @@ def load_benchmark(cfg: Config, ood=OOD_SETS, shifted=(), *, corpus=None, prepro
                                    preprocess=preprocess, data_root=cfg.data_root)
 
 
-def check_text_features(cfg: Config, variants: Iterable[dict]) -> None:
-    """paper: raise one ``FileNotFoundError`` naming every missing corpus text feature of the benchmark
-    variants a notebook will load (dicts of ``corpus`` / ``preprocess`` / ``prompts``), with the
-    ``make features DATASET=text ...`` command of each; so a notebook stops in its first cells, not
-    after minutes of work. demo: nothing to check."""
+def check_features(cfg: Config, variants: Iterable[dict], datasets=None) -> None:
+    """paper: raise one ``FileNotFoundError`` naming every missing feature file a notebook will need: the
+    image features of ``datasets`` (default: ImageNet train / val and the six OOD sets) and the text
+    features of each benchmark variant (dicts of ``corpus`` / ``preprocess`` / ``prompts``), each with
+    its ``make features`` command; so a notebook stops in its first cells, not after minutes of work.
+    demo: nothing to check."""
     if cfg.demo:
         return None
     from . import features
-    from .corpus import Corpus
+    from .datasets import GROUPS
 
     ref = features._model_ref(cfg.model, cfg.pretrained, None, "cpu")
     missing = []
+    absent = [d for d in (datasets or GROUPS["paper"])
+              if not (features.image_dir(ref, d, cfg.cache_dir) / "meta.json").exists()]
+    if absent:
+        missing.append(f"image features of {', '.join(absent)}\n      " + features.make_command(
+            ref, absent, None, None, cfg.data_root, cfg.cache_dir))
+    from .corpus import Corpus
+
     for v in variants:
         corpus, preprocess = v.get("corpus", cfg.corpus), v.get("preprocess", "dedup-1-lemma")
         prompts = v.get("prompts", cfg.prompts)
@@ -301,6 +314,9 @@ def check_text_features(cfg: Config, variants: Iterable[dict]) -> None:
         raise FileNotFoundError(f"Cached features of {ref.model_id} are missing:\n  - " + "\n  - ".join(
             dict.fromkeys(missing)) + "\nMake them on a GPU machine (docs/gpu_workflow.md).")
     return None
+
+
+check_text_features = check_features  # TODO remove: old name
 
 
 def simulated_with_corpus(bench: Benchmark, corpus, prompts: str | None = None, sim_config=None) -> Benchmark:
