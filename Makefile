@@ -77,7 +77,8 @@ clean:  ## remove caches (not the venv)
 #   make notebooks                      re-execute notebooks/*.ipynb IN PLACE (demo): what nbval checks
 # Parameters set on the command line (or in the environment) are passed to papermill as -p: PROFILE
 # MODEL PRETRAINED CORPUS PROMPTS C M K TAU SEED DATA_ROOT CACHE_DIR OUTPUT_DIR DEVICE MAX_EVAL; anything else
-# with NB_ARGS='-p k_values "[1000, 40000]"'. A name the notebook does not declare is an error.
+# with NB_ARGS (papermill options), e.g. NB_ARGS='-y "k_values: [1000, 40000]"'. A name the notebook does
+# not declare is an error.
 # The executed copy goes to results/$(PROFILE)/notebooks/ (the committed notebooks stay as they are).
 # ---------------------------------------------------------------------------------------------------
 NOTEBOOK_TABLE := \

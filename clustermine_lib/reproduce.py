@@ -316,9 +316,6 @@ def check_features(cfg: Config, variants: Iterable[dict], datasets=None) -> None
     return None
 
 
-check_text_features = check_features  # TODO remove: old name
-
-
 def simulated_with_corpus(bench: Benchmark, corpus, prompts: str | None = None, sim_config=None) -> Benchmark:
     """The simulated benchmark with another corpus (e.g. a POS corpus file): same images, text features of
     the new names from the same simulated text encoder (names without a WordNet sense get their first
@@ -432,7 +429,15 @@ class Runner(Pipeline):
     def __post_init__(self):
         super().__post_init__()
         self._fp = None
+        self._digests = {}
         self.store = Path(self.store) if self.store is not None else None
+
+    def _tensor_digest(self, name: str, t: torch.Tensor) -> str:
+        """Content hash of one of the benchmark's tensors, computed once per Runner (real ImageNet train
+        features are ~5 GB)."""
+        if name not in self._digests:
+            self._digests[name] = _digest(t)
+        return self._digests[name]
 
     # ---- keys
     @property
@@ -482,7 +487,8 @@ class Runner(Pipeline):
         b = self.bench
         k = ("top1", b.corpus.name, len(b.corpus))
         if k not in self._cache:
-            key = {"train": _digest(b.train.features), "text": _digest(b.corpus_text)}
+            key = {"train": self._tensor_digest("train", b.train.features),
+                   "text": self._tensor_digest("corpus_text", b.corpus_text)}
             self._cache[k] = torch.from_numpy(self._disk("top1", key, lambda: Pipeline.top1(self).numpy()))
         return self._cache[k]
 
@@ -498,7 +504,8 @@ class Runner(Pipeline):
         k = ("clusters", c)
         if k not in self._cache:
             dev = torch.device(self.settings.device).type if self.settings.device else "cpu"
-            key = {"train": _digest(self.bench.train.features), "temi": asdict(self.temi_config(c)), "device": dev}
+            key = {"train": self._tensor_digest("train", self.bench.train.features),
+                   "temi": asdict(self.temi_config(c)), "device": dev}
             labels = self._disk("temi", key, lambda: Pipeline.clusters(self, c).numpy())
             self._cache[k] = torch.from_numpy(labels).long()
         return self._cache[k]

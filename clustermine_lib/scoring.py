@@ -3,7 +3,8 @@
 Features are the image/text embeddings *after* CLIP's projection (the shared space where h·z is
 CLIP's zero-shot logit before the logit scale), unit-normalised here. Work over the corpus is chunked
 over images so memory holds at most ``rows x K`` similarities, never ``N x K``
-(``rows = max(1, budget // K)``, ``budget`` elements; default 2**24 = 64 MB of float32).
+(``rows = max(1, budget // K)``, ``budget`` elements; default 2**26 = 256 MiB of float32, one buffer
+reused for every chunk: smaller chunks leave the matrix multiply well below its rate, see benchmarks/).
 
 Temperature. The paper sets "τ 10 times smaller than the pretraining temperature". We read this
 literally: CLIP's pretraining temperature is ``T = 1 / logit_scale`` (0.01 for logit_scale = 100), so
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 from .corpus import Corpus, clean
 from .mining import Mined, _complement
 
-DEFAULT_BUDGET = 2**24
+DEFAULT_BUDGET = 2**26
 
 
 def default_tau(logit_scale: float, factor: float = 10.0) -> float:
@@ -80,18 +81,40 @@ def rows_per_chunk(n_cols: int, budget: int = DEFAULT_BUDGET) -> int:
     return max(1, budget // max(1, n_cols))
 
 
+def normalized_rows(*named: tuple[torch.Tensor, str]) -> torch.Tensor:
+    """Validate (``check_matrix``) several ``(features (n_i, D), name)`` and L2-normalise them into ONE
+    new (sum n_i, D) float32 matrix: no intermediate copies, unlike ``torch.cat`` of normalised parts."""
+    dim = None
+    for p, name in named:
+        dim = check_matrix(p, name, dim).shape[1]
+    parts = [p for p, _ in named]
+    out = torch.empty(sum(p.shape[0] for p in parts), dim, device=parts[0].device)
+    start = 0
+    for p in parts:
+        F.normalize(p.float(), dim=-1, out=out[start:start + p.shape[0]])
+        start += p.shape[0]
+    return out
+
+
 def similarity_chunks(image: torch.Tensor, text: torch.Tensor, budget: int = DEFAULT_BUDGET,
-                      device=None) -> Iterator[tuple[slice, torch.Tensor]]:
-    """Yield ``(rows, image[rows] @ text.T)`` chunks of cosine similarities, shape (r, K).
+                      device=None, scale: float | None = None) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Yield ``(rows, scale · image[rows] @ text.T)`` chunks of cosine similarities, shape (r, K).
 
     Both inputs must already be normalised (``check_features``). ``device`` defaults to the text's.
+    ``scale`` multiplies the (r, D) image chunk, not the (r, K) result (K/D times less work).
+    Every chunk is written into the same buffer: it is valid until the next iteration and may be
+    overwritten in place by the caller.
     """
     device = device or text.device
-    text = text.to(device)
+    text_t = text.to(device).T
     step = rows_per_chunk(text.shape[0], budget)
+    buf = torch.empty(min(step, image.shape[0]), text.shape[0], device=device)
     for start in range(0, image.shape[0], step):
         rows = slice(start, min(start + step, image.shape[0]))
-        yield rows, image[rows].to(device, non_blocking=True) @ text.T
+        chunk = image[rows].to(device, non_blocking=True)
+        if scale is not None:
+            chunk = chunk * scale
+        yield rows, torch.mm(chunk, text_t, out=buf[: chunk.shape[0]])
 
 
 def zero_shot_top1(image: torch.Tensor, text: torch.Tensor, budget: int = DEFAULT_BUDGET,
@@ -120,19 +143,14 @@ def eq1_logit(image: torch.Tensor, pos_text: torch.Tensor, neg_text: torch.Tenso
     returning LSE_pos, i.e. S = 1 for all, as a plain ranking by positive mass).
     """
     tau = check_tau(tau)
-    pos_text = check_features(pos_text, "positive text features")
-    image = check_features(image, "image features", pos_text.shape[1])
+    named = [(pos_text, "positive text features")] + [(neg_text, "negative text features")] * bool(len(neg_text))
+    text = normalized_rows(*named)
+    image = check_features(image, "image features", text.shape[1])
     n_pos = pos_text.shape[0]
-    if neg_text.shape[0]:
-        neg_text = check_features(neg_text, "negative text features", pos_text.shape[1])
-        text = torch.cat([pos_text, neg_text])
-    else:
-        text = pos_text
     out = torch.empty(image.shape[0])
-    for rows, sim in similarity_chunks(image, text, budget, device):
-        sim.mul_(1.0 / tau)  # in place: the chunk is ours
-        lse_pos = _lse_(sim[:, :n_pos])
-        lse_neg = _lse_(sim[:, n_pos:]) if sim.shape[1] > n_pos else 0.0
+    for rows, logits in similarity_chunks(image, text, budget, device, scale=1.0 / tau):
+        lse_pos = _lse_(logits[:, :n_pos])
+        lse_neg = _lse_(logits[:, n_pos:]) if logits.shape[1] > n_pos else 0.0
         out[rows] = (lse_pos - lse_neg).cpu()
     return out
 
@@ -141,14 +159,14 @@ LSE_FLOOR = -80.0  # exp(-80) ≈ 1.8e-35: still a normal float32, and negligibl
 
 
 def _lse_(x: torch.Tensor) -> torch.Tensor:
-    """Row-wise logsumexp that overwrites ``x`` (r, K) -> (r,).
+    """Logsumexp over the last dim that overwrites ``x`` (a view is fine): (..., K) -> (...).
 
     Terms more than 80 below the row's max are floored at exp(-80): they change the sum by less than
     1e-30 relative, and it keeps exp out of float32's denormal range, where it is ~6x slower on CPU
     (with τ = 0.001 most of a corpus row lies hundreds below its max; see benchmarks/).
     """
-    m = x.max(dim=1, keepdim=True).values
-    return x.sub_(m).clamp_min_(LSE_FLOOR).exp_().sum(dim=1).log_().add_(m.squeeze(1))
+    m = x.amax(dim=-1, keepdim=True)
+    return x.sub_(m).clamp_min_(LSE_FLOOR).exp_().sum(dim=-1).log_().add_(m.squeeze(-1))
 
 
 def eq1_score(image, pos_text, neg_text, tau: float, budget: int = DEFAULT_BUDGET, device=None):
@@ -167,9 +185,8 @@ def mcm_score(image: torch.Tensor, class_text: torch.Tensor, temperature: float 
     class_text = check_features(class_text, "class text features")
     image = check_features(image, "image features", class_text.shape[1])
     out = torch.empty(image.shape[0])
-    for rows, sim in similarity_chunks(image, class_text, budget, device):
-        logits = sim / temperature
-        out[rows] = (logits.max(dim=1).values - torch.logsumexp(logits, dim=1)).exp().cpu()
+    for rows, logits in similarity_chunks(image, class_text, budget, device, scale=1.0 / temperature):
+        out[rows] = (logits.amax(dim=1) - torch.logsumexp(logits, dim=1)).exp().cpu()
     return out
 
 
@@ -216,8 +233,8 @@ def energy_score(image: torch.Tensor, class_text: torch.Tensor, logit_scale: flo
     class_text = check_features(class_text, "class text features")
     image = check_features(image, "image features", class_text.shape[1])
     out = torch.empty(image.shape[0])
-    for rows, sim in similarity_chunks(image, class_text, budget, device):
-        out[rows] = (temperature * torch.logsumexp(logit_scale * sim / temperature, dim=1)).cpu()
+    for rows, logits in similarity_chunks(image, class_text, budget, device, scale=logit_scale / temperature):
+        out[rows] = (temperature * torch.logsumexp(logits, dim=1)).cpu()
     return out
 
 
@@ -462,9 +479,10 @@ def _row_stat(rows_text: torch.Tensor, cols_text: torch.Tensor, reduce, budget: 
     cols = cols_text.to(dev)
     step = rows_per_chunk(cols.shape[0], budget)
     out = torch.empty(len(index))
+    buf = torch.empty(min(step, len(index)), cols.shape[0], device=dev)
     for s in range(0, len(index), step):
         chunk = check_features(rows_text[index[s:s + step]], "corpus text features").to(dev)
-        out[s:s + step] = reduce(chunk @ cols.T).cpu()
+        out[s:s + step] = reduce(torch.mm(chunk, cols.T, out=buf[: len(chunk)])).cpu()
     return out
 
 
@@ -487,14 +505,27 @@ def negative_similarity(pos_text: torch.Tensor, cand_text: torch.Tensor, quantil
     """NegLabel's closeness of each candidate to the positives, (Q,) float32.
 
     The ``quantile`` (0.95) of the candidate's cosine similarities to all P positives, exact per row
-    (``torch.quantile``, linear interpolation, as NegLabel's ``multi_modal.py``), chunked over
+    (linear interpolation, as ``torch.quantile`` in NegLabel's ``multi_modal.py``), chunked over
     candidates. pos_text: (P, D); cand_text: (Q, D), or the rows ``index`` of it. Lower = more
     dissimilar = better negative.
     """
     if not 0 <= quantile <= 1:
         raise ValueError(f"quantile must be in [0, 1], got {quantile}.")
     pos_text = check_features(pos_text, "positive text features")
-    return _row_stat(cand_text, pos_text, lambda s: torch.quantile(s, quantile, dim=1), budget, device, index)
+    return _row_stat(cand_text, pos_text, lambda s: quantile_rows(s, quantile), budget, device, index)
+
+
+def quantile_rows(s: torch.Tensor, q: float) -> torch.Tensor:
+    """``torch.quantile(s, q, dim=1)`` (linear interpolation) from a partial ``topk``, (R, P) -> (R,).
+
+    Same value up to float rounding; torch.quantile sorts every row completely, which costs more than
+    the matrix multiply that produced ``s`` (benchmarks/).
+    """
+    p = s.shape[1]
+    rank = q * (p - 1)
+    lo, hi = math.floor(rank), math.ceil(rank)
+    top = s.topk(p - lo, dim=1, sorted=True).values  # top[:, j] = j-th largest = ascending[p - 1 - j]
+    return torch.lerp(top[:, p - 1 - lo], top[:, p - 1 - hi], rank - lo)
 
 
 def select_negatives(pos_text: torch.Tensor, corpus_text: torch.Tensor, candidates: torch.Tensor, k,
@@ -579,20 +610,19 @@ def grouped_eq1_score(image: torch.Tensor, pos_text: torch.Tensor, neg_text: tor
     tau = check_tau(tau)
     if isinstance(n_groups, bool) or not isinstance(n_groups, (int, np.integer)) or n_groups < 1:
         raise ValueError(f"n_groups must be an int >= 1, got {n_groups!r}.")
-    pos_text = check_features(pos_text, "positive text features")
-    neg_text = check_features(neg_text, "negative text features", pos_text.shape[1])
-    image = check_features(image, "image features", pos_text.shape[1])
+    check_matrix(neg_text, "negative text features")
     if neg_text.shape[0] < n_groups:
         raise ValueError(f"{neg_text.shape[0]} negative labels cannot fill n_groups={n_groups} groups.")
     perm = torch.randperm(neg_text.shape[0], generator=torch.Generator().manual_seed(seed))
     size = neg_text.shape[0] // n_groups
-    text = torch.cat([pos_text, neg_text[perm[: size * n_groups]]])
+    text = normalized_rows((pos_text, "positive text features"),
+                           (neg_text[perm[: size * n_groups]], "negative text features"))
+    image = check_features(image, "image features", text.shape[1])
     n_pos = pos_text.shape[0]
     out = torch.empty(image.shape[0], dtype=torch.float64)
-    for rows, sim in similarity_chunks(image, text, budget, device):
-        logits = sim / tau
-        lse_pos = torch.logsumexp(logits[:, :n_pos], dim=1, keepdim=True)
-        lse_neg = torch.logsumexp(logits[:, n_pos:].reshape(len(logits), n_groups, size), dim=2)
+    for rows, logits in similarity_chunks(image, text, budget, device, scale=1.0 / tau):
+        lse_pos = _lse_(logits[:, :n_pos]).unsqueeze(1)
+        lse_neg = _lse_(logits[:, n_pos:].view(len(logits), n_groups, size))
         out[rows] = torch.sigmoid((lse_pos - lse_neg).double()).mean(dim=1).cpu()
     return out
 

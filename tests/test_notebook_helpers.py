@@ -199,5 +199,5 @@ def test_paper_profile_without_features_names_them_and_the_make_command(tmp_path
     cfg = R.Config(profile="paper", cache_dir=str(tmp_path / "features"))
     with pytest.raises(FileNotFoundError, match=r"(?s)missing.*make features MODEL=ViT-H-14 PRETRAINED=dfn5b"):
         R.load_benchmark(cfg)
-    with pytest.raises(FileNotFoundError, match=r"(?s)text features of wordnet-n-dedup-1-lemma.*DATASET=text"):
-        R.check_text_features(cfg, [dict(corpus="wordnet-n")])
+    with pytest.raises(FileNotFoundError, match=r"(?s)image features of imagenet-train.*DATASET=paper.*text features of wordnet-n-dedup-1-lemma.*DATASET=text"):
+        R.check_features(cfg, [dict(corpus="wordnet-n")])

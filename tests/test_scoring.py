@@ -203,6 +203,13 @@ def test_negative_similarity_known_values_and_selection():
     assert S.select_negatives(pos, ct, cand, "all").tolist() == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("q", [0.0, 0.3, 0.95, 1.0])
+@pytest.mark.parametrize("p", [1, 2, 7, 1000])
+def test_quantile_rows_matches_torch_quantile(q, p):
+    s = torch.randn(13, p, generator=torch.Generator().manual_seed(p))
+    torch.testing.assert_close(S.quantile_rows(s, q), torch.quantile(s, q, dim=1))
+
+
 def test_negative_similarity_matches_numpy_quantile():
     pos, cand = unit(13, 6, 8), unit(40, 6, 9)
     ref = np.quantile(cos(cand, pos), 0.95, axis=1)
