@@ -4,17 +4,18 @@
 ``make bench`` (= ``.venv/bin/python benchmarks/bench.py``) prints one table and writes it to
 ``benchmarks/results/<host>-<date>.md`` (atomic replace). Standard library + torch only.
 
-    benchmarks/bench.py                 # CPU, full, kept within 5 min (--budget; sections that would
-                                        # overrun on a loaded machine are skipped with a note)
-    benchmarks/bench.py --budget 0      # CPU, full, every section however long it takes
+    benchmarks/bench.py                 # CPU: A, B, D, E, F, kept within 5 min (--budget; sections that
+                                        # would overrun on a loaded machine are skipped with a note)
+    benchmarks/bench.py --budget 0      # the same, every section however long it takes
+    benchmarks/bench.py --why           # adds section C (the ablation below), ~2 more minutes
     benchmarks/bench.py --quick         # CPU, ~1-2 min on an idle machine (smaller N, no demo)
     benchmarks/bench.py --device cuda   # adds the GPU rows (ImageNet-scale shapes); only on a CUDA box
 
 Sections (see benchmarks/README.md for every column):
-  A  zero-shot top-1, Eq. 1 and NegLabel mining vs. a plain ``torch.mm`` of the same shapes
-  B  peak extra memory of those steps at two N, each in a fresh subprocess (RSS high-water mark)
-  C  scratch variants (copies of the library functions inside this file, NOT the library) that
-     isolate the overheads: 1/tau copy, logsumexp passes, fresh chunk allocation, chunk size, quantile
+  A  the library's zero-shot top-1, Eq. 1 and NegLabel mining vs. a plain ``torch.mm`` of the same shapes
+  B  peak extra memory of those library steps, each in a fresh subprocess (RSS high-water mark)
+  C  only with --why: scratch variants in this file that switch the library's fixes off one at a time
+     (chunk size, fresh vs. reused chunk buffer, exp's slow path, the sim / tau copy, quantile by sort)
   D  TEMI seconds per epoch at three N, all heads batched vs. a per-head loop, peak memory
   E  exact kNN (k = 50) at three N, peak memory
   F  end to end: ``python -m clustermine_lib.cli demo`` wall time
@@ -54,7 +55,8 @@ from clustermine_lib import clustering, scoring  # noqa: E402
 
 MB = 2**20
 T0 = time.perf_counter()
-BUDGET_S = 300.0  # the whole CPU run must finish within 5 minutes
+BUDGET_S = 300.0  # the whole default CPU run must finish within 5 minutes
+WHY_S = 150.0  # --why adds section C: its ~100 s idle and some margin
 
 
 # ================================================================================================
@@ -128,126 +130,55 @@ class Table:
 
 
 # ================================================================================================
-# scratch copies of the library's chunked scoring (variants; the library itself is untouched)
+# section C (--why) only: the library's fixes switched off one at a time. Whatever the library does
+# itself is called from it (similarity_chunks, normalized_rows, _lse_, quantile_rows, _row_stat); the
+# scratch code below is only what the library no longer does.
 # ================================================================================================
 
-def _normalized_text(parts: list[torch.Tensor], dim: int) -> torch.Tensor:
-    """Validate and L2-normalise several text matrices into ONE new buffer (one copy, no cat)."""
-    n = sum(p.shape[0] for p in parts)
-    out = torch.empty(n, dim, device=parts[0].device)
-    s = 0
-    for p in parts:
-        scoring.check_matrix(p, "text features", dim)
-        F.normalize(p.float(), dim=-1, out=out[s:s + p.shape[0]])
-        s += p.shape[0]
-    return out
-
-
-def _chunks(image, text, budget, scale=None, reuse=False):
-    """``similarity_chunks`` with options: ``scale`` folded into the (r, D) image chunk instead of the
-    (r, K) result; ``reuse``: every chunk is written into one preallocated buffer (``torch.mm(out=)``),
-    so the allocator does not map and page-fault a fresh r x K block per chunk."""
+def _fresh_chunks(image, text, budget, scale=None):
+    """``scoring.similarity_chunks`` without its reused buffer: a fresh (r, K) result per chunk, so the
+    allocator maps and page-faults a new block every time (the library before 5d30061)."""
     step = scoring.rows_per_chunk(text.shape[0], budget)
-    tt = text.T
-    buf = torch.empty(min(step, image.shape[0]), text.shape[0], device=text.device) if reuse else None
     for start in range(0, image.shape[0], step):
         rows = slice(start, min(start + step, image.shape[0]))
-        a = image[rows]
-        if scale is not None:
-            a = a * scale
-        if reuse:
-            out = buf[: a.shape[0]]
-            torch.mm(a, tt, out=out)
-            yield rows, out
-        else:
-            yield rows, a @ tt
+        a = image[rows] if scale is None else image[rows] * scale
+        yield rows, a @ text.T
 
 
-EXP_FLOOR = -80.0  # exp() of anything below ~-87.3 (float32 underflow) takes a ~30x slower path on CPU
+def _lse_unclamped_(x: torch.Tensor) -> torch.Tensor:
+    """``scoring._lse_`` without its ``clamp_min_``: exp_ then meets inputs far below -87, its slow path."""
+    m = x.amax(dim=-1, keepdim=True)
+    return x.sub_(m).exp_().sum(dim=-1).log_().add_(m.squeeze(-1))
 
 
-def _lse_inplace(x: torch.Tensor, clamp: bool = True) -> torch.Tensor:
-    """logsumexp over dim 1 that overwrites ``x`` (a view is fine): amax, sub_, [clamp_min_], exp_, sum, log.
+def eq1_ablation(image, pos_text, neg_text, tau, budget, lse: str = "clamped", fold: bool = True,
+                 reuse: bool = True):
+    """``scoring.eq1_logit`` with fixes switched off (with all of them on, call the library itself).
 
-    ``clamp``: shifted logits below EXP_FLOOR are raised to it before exp. Each such term then adds
-    e^-80 ~ 1.8e-35 instead of something smaller, next to the max term's 1: for any K < 1e27 the
-    sum is unchanged in float32, but torch.exp stays on its vectorised fast path.
+    lse: "torch" (``torch.logsumexp``) or "clamped" (``scoring._lse_``, in place); fold: 1/tau multiplies
+    the (r, D) image chunk (else a fresh ``sim / tau`` (r, K) copy); reuse: ``scoring.similarity_chunks``
+    (one buffer) vs. a fresh chunk each time. The text is always ``torch.cat`` of two normalised copies:
+    the library's single ``normalized_rows`` copy is the last fix of the ladder, i.e. ``eq1_logit`` itself.
     """
-    m = x.amax(dim=1, keepdim=True)
-    x.sub_(m)
-    if clamp:
-        x.clamp_min_(EXP_FLOOR)
-    return x.exp_().sum(dim=1).log_().add_(m.squeeze(1))
-
-
-def eq1_variant(image, pos_text, neg_text, tau, budget=scoring.DEFAULT_BUDGET, fold=False,
-                inplace=False, clamp=False, reuse=False, one_copy=False):
-    """Scratch copy of ``scoring.eq1_logit`` with the fixes switchable one by one."""
     tau = scoring.check_tau(tau)
-    d = pos_text.shape[1]
-    n_pos = pos_text.shape[0]
-    if one_copy:
-        text = _normalized_text([pos_text, neg_text], d)
-    else:
-        text = torch.cat([scoring.check_features(pos_text, "pos"), scoring.check_features(neg_text, "neg", d)])
+    d, n_pos = pos_text.shape[1], pos_text.shape[0]
+    text = torch.cat([scoring.check_features(pos_text, "pos"), scoring.check_features(neg_text, "neg", d)])
     image = scoring.check_features(image, "image features", d)
-    out = torch.empty(image.shape[0], device=image.device)
-    for rows, sim in _chunks(image, text, budget, scale=(1.0 / tau) if fold else None, reuse=reuse):
+    chunks = scoring.similarity_chunks if reuse else _fresh_chunks
+    lse_ = scoring._lse_ if lse == "clamped" else (lambda x: torch.logsumexp(x, dim=-1))
+    out = torch.empty(image.shape[0])
+    for rows, sim in chunks(image, text, budget, scale=(1.0 / tau) if fold else None):
         logits = sim if fold else sim / tau
-        if inplace:
-            lse_pos = _lse_inplace(logits[:, :n_pos], clamp)
-            lse_neg = _lse_inplace(logits[:, n_pos:], clamp)
-        else:
-            lse_pos = torch.logsumexp(logits[:, :n_pos], dim=1)
-            lse_neg = torch.logsumexp(logits[:, n_pos:], dim=1)
-        out[rows] = lse_pos - lse_neg
-    return out.cpu()
-
-
-def eq1_recommended(image, pos_text, neg_text, tau, budget=2**26):
-    return eq1_variant(image, pos_text, neg_text, tau, budget, fold=True, inplace=True, clamp=True, reuse=True,
-                       one_copy=True)
-
-
-def top1_variant(image, text, budget=scoring.DEFAULT_BUDGET, reuse=False):
-    """Scratch copy of ``scoring.zero_shot_top1`` (optionally one reused chunk buffer)."""
-    text = scoring.check_features(text, "text features")
-    image = scoring.check_features(image, "image features", text.shape[1])
-    idx = torch.empty(image.shape[0], dtype=torch.long)
-    val = torch.empty(image.shape[0])
-    for rows, sim in _chunks(image, text, budget, reuse=reuse):
-        v, i = sim.max(dim=1)
-        idx[rows], val[rows] = i.cpu(), v.cpu()
-    return idx, val
-
-
-def quantile_topk(s: torch.Tensor, q: float) -> torch.Tensor:
-    """Row-wise ``torch.quantile(s, q, dim=1)`` (linear interpolation), bit for bit, via ``topk``.
-
-    Only the ``P - floor(q (P-1))`` largest values are needed (51 of 1000 for q = 0.95) instead of a
-    full sort of every row. Same arithmetic as ATen's quantile: ranks in the input dtype, lerp.
-    """
-    p = s.shape[1]
-    rank = torch.tensor(q, dtype=s.dtype) * (p - 1)
-    lo, hi = int(rank.floor()), int(rank.ceil())
-    top = s.topk(p - lo, dim=1, largest=True, sorted=True).values  # top[:, j] = ascending[p - 1 - j]
-    return top[:, p - 1 - lo].lerp(top[:, p - 1 - hi], rank - lo)
-
-
-def negsim_variant(pos_text, cand_text, quantile=0.95, budget=scoring.DEFAULT_BUDGET, fast=True):
-    """Scratch copy of ``scoring.negative_similarity`` (all candidates), quantile by topk when ``fast``."""
-    pos = scoring.check_features(pos_text, "positive text features")
-    red = (lambda s: quantile_topk(s, quantile)) if fast else (lambda s: torch.quantile(s, quantile, dim=1))
-    step = scoring.rows_per_chunk(pos.shape[0], budget)
-    out = torch.empty(cand_text.shape[0])
-    for s in range(0, cand_text.shape[0], step):
-        chunk = scoring.check_features(cand_text[s:s + step], "corpus text features")
-        out[s:s + step] = red(chunk @ pos.T).cpu()
+        out[rows] = lse_(logits[:, :n_pos]) - lse_(logits[:, n_pos:])
     return out
 
 
-def select_negatives_fast(pos_text, corpus_text, candidates, k, quantile=0.95, budget=scoring.DEFAULT_BUDGET):
-    stat = negsim_variant(pos_text, corpus_text[candidates], quantile, budget, fast=True)
+def select_negatives_by_sort(pos_text, corpus_text, candidates, k, quantile=0.95):
+    """``scoring.select_negatives`` with ``torch.quantile`` (a full sort of every row) in place of the
+    library's ``quantile_rows`` (partial topk): the same ``_row_stat`` chunking, only the reduction differs."""
+    pos = scoring.check_features(pos_text, "positive text features")
+    stat = scoring._row_stat(corpus_text, pos, lambda s: torch.quantile(s, quantile, dim=1),
+                             scoring.DEFAULT_BUDGET, None, candidates)
     return candidates[torch.sort(stat, stable=True).indices[:k]]
 
 
@@ -389,29 +320,24 @@ def _reset_hwm() -> bool:
 
 def _mem_op(op: str, n: int, k: int, d: int, p: int, extra: dict):
     """Build the inputs of one measured operation; return a callable running it (on the CPU)."""
-    if op in ("top1", "top1_fast"):
-        img, txt = unit_rows(n, d, torch.device("cpu"), 1), unit_rows(k, d, torch.device("cpu"), 2)
-        if op == "top1":
-            return lambda: scoring.zero_shot_top1(img, txt)
-        return lambda: top1_variant(img, txt, budget=2**26, reuse=True)
-    if op in ("eq1", "eq1_fast"):
-        img = unit_rows(n, d, torch.device("cpu"), 1)
-        pos, neg = unit_rows(p, d, torch.device("cpu"), 2), unit_rows(k - p, d, torch.device("cpu"), 3)
-        if op == "eq1":
-            return lambda: scoring.eq1_logit(img, pos, neg, 1e-3)
-        return lambda: eq1_recommended(img, pos, neg, 1e-3)
-    if op in ("neglabel", "neglabel_fast"):  # n = number of positives P, k = corpus size
-        pos, corpus = unit_rows(n, d, torch.device("cpu"), 2), unit_rows(k, d, torch.device("cpu"), 3)
+    cpu = torch.device("cpu")
+    if op == "top1":
+        img, txt = unit_rows(n, d, cpu, 1), unit_rows(k, d, cpu, 2)
+        return lambda: scoring.zero_shot_top1(img, txt)
+    if op == "eq1":
+        img = unit_rows(n, d, cpu, 1)
+        pos, neg = unit_rows(p, d, cpu, 2), unit_rows(k - p, d, cpu, 3)
+        return lambda: scoring.eq1_logit(img, pos, neg, 1e-3)
+    if op == "neglabel":  # n = number of positives P, k = corpus size
+        pos, corpus = unit_rows(n, d, cpu, 2), unit_rows(k, d, cpu, 3)
         cand = torch.arange(n, k)
         keep = min(10_000, (k - n) // 2)
-        if op == "neglabel":
-            return lambda: scoring.select_negatives(pos, corpus, cand, keep)
-        return lambda: select_negatives_fast(pos, corpus, cand, keep)
+        return lambda: scoring.select_negatives(pos, corpus, cand, keep)
     if op == "knn":
-        x = unit_rows(n, d, torch.device("cpu"), 1)
+        x = unit_rows(n, d, cpu, 1)
         return lambda: clustering.knn_indices(x, k=extra.get("kk", 50))
     if op == "temi":
-        x = unit_rows(n, d, torch.device("cpu"), 1)
+        x = unit_rows(n, d, cpu, 1)
         knn = torch.randint(0, n, (n, 50), generator=torch.Generator().manual_seed(0))
         cfg = temi_config(extra["c"], extra["heads"], extra["bs"])
 
@@ -514,21 +440,23 @@ def _lg(budget: int) -> str:
     return f"2^{int(math.log2(budget))}"
 
 
-REC_BUDGET = 2**26  # the budget recommended below (256 MiB of float32 per chunk)
 MM_RATE: dict = {}  # section -> GFLOP/s of its reference torch.mm
+CHECK_ROWS = 128  # A: rows checked against a plain torch computation of the same quantity
 
 
 def section_scoring(tab: Table, args, device, n, k, d, p, gpu=False):
-    """A (or G on a GPU): library functions and the recommended scratch versions vs torch.mm."""
+    """A (or G on a GPU): the library's zero_shot_top1, eq1_logit and select_negatives vs torch.mm."""
     sec, tag = ("G", " [GPU]") if gpu else ("A", "")
     dev = device if gpu else None
     img = unit_rows(n, d, device, 1)
     pos, neg = unit_rows(p, d, device, 2), unit_rows(k - p, d, device, 3)
     text = torch.cat([pos, neg])
     flop = 2.0 * n * k * d
-    rows = scoring.rows_per_chunk(k, scoring.DEFAULT_BUDGET)
-    rows_r = scoring.rows_per_chunk(k, REC_BUDGET)
-    lib_mem, rec_mem = f"chunk {fmt_bytes(rows * k * 4)}", f"chunk {fmt_bytes(rows_r * k * 4)}"
+    rows = scoring.rows_per_chunk(k)
+    chunk_mem = f"chunk {fmt_bytes(min(rows, n) * k * 4)}"
+    n_ch = math.ceil(n / rows)
+    chunks = (f"budget {_lg(scoring.DEFAULT_BUDGET)} = {rows} rows/chunk, one reused buffer "
+              f"({n_ch} chunk{'s' * (n_ch > 1)})")
     ref_mm = RefMM(img, text, device)
     t_mm, _ = best_of(ref_mm.run, args.reps, device)
     shape = f"N={n} K={k} D={d}"
@@ -536,21 +464,18 @@ def section_scoring(tab: Table, args, device, n, k, d, p, gpu=False):
     tab.add(sec, f"torch.mm reference (N x D) @ (D x K){tag}", shape, t_mm, flop / t_mm / 1e9, 1.0, "-",
             "the machine's own matmul rate (output preallocated); re-timed next to each row below"
             + ("; in row blocks (N x K does not fit)" if ref_mm.blocked else ""))
-    t, tr, ref_top1 = paired(lambda: scoring.zero_shot_top1(img, text, device=dev), ref_mm, args.reps, device)
-    tab.add(sec, f"zero_shot_top1 (library){tag}", shape, t, flop / t / 1e9, tr / t, lib_mem,
-            f"budget {_lg(scoring.DEFAULT_BUDGET)} = {rows} rows/chunk")
-    t, tr, got = paired(lambda: top1_variant(img, text, REC_BUDGET, reuse=True), ref_mm, args.reps, device)
-    tab.add(sec, f"  top1 recommended (reused buffer, budget {_lg(REC_BUDGET)}){tag}", shape, t, flop / t / 1e9,
-            tr / t, rec_mem, f"{rows_r} rows/chunk; same argmax: {bool(torch.equal(got[0], ref_top1[0]))}")
-    del ref_top1, got
-    t, tr, ref = paired(lambda: scoring.eq1_logit(img, pos, neg, 1e-3, device=dev), ref_mm, args.reps, device)
+    sim = img[:CHECK_ROWS] @ text.T  # plain torch on the first rows, to check the library's results
+    t, tr, got = paired(lambda: scoring.zero_shot_top1(img, text, device=dev), ref_mm, args.reps, device)
+    same = bool(torch.equal(got[0][:CHECK_ROWS], sim.argmax(dim=1).cpu()))
+    tab.add(sec, f"zero_shot_top1 (library){tag}", shape, t, flop / t / 1e9, tr / t, chunk_mem,
+            f"{chunks}; argmax = torch's on the first {CHECK_ROWS} rows: {same}")
+    t, tr, got = paired(lambda: scoring.eq1_logit(img, pos, neg, 1e-3, device=dev), ref_mm, args.reps, device)
+    want = (torch.logsumexp(sim[:, :p] / 1e-3, dim=1) - torch.logsumexp(sim[:, p:] / 1e-3, dim=1)).cpu()
     tab.add(sec, f"eq1_logit (library){tag}", f"N={n} P={p} Q={k - p} D={d}", t, flop / t / 1e9, tr / t,
-            lib_mem, "tau = 1e-3 (the paper's)")
-    t, tr, got = paired(lambda: eq1_recommended(img, pos, neg, 1e-3), ref_mm, args.reps, device)
-    tab.add(sec, f"  eq1 recommended (clamp, fold 1/tau, reuse, {_lg(REC_BUDGET)}){tag}",
-            f"N={n} P={p} Q={k - p} D={d}", t, flop / t / 1e9, tr / t, rec_mem,
-            f"max abs diff vs library {float((got - ref).abs().max()):.1e} (logit units, values ~1e2)")
-    del ref, got, ref_mm
+            chunk_mem, f"tau = 1e-3 (the paper's); 1/tau folded into the image chunk, clamped in-place logsumexp; "
+            f"max abs diff vs torch.logsumexp(sim / tau) on the first {CHECK_ROWS} rows "
+            f"{float((got[:CHECK_ROWS] - want).abs().max()):.1e} (logit units, values ~1e2)")
+    del sim, got, want, ref_mm
     # NegLabel mining: 0.95-quantile of each candidate's cosines to the P positives, keep the 10K lowest
     q = k - p
     nflop = 2.0 * q * p * d
@@ -559,32 +484,18 @@ def section_scoring(tab: Table, args, device, n, k, d, p, gpu=False):
     cand = torch.arange(p, k, device=text.device)
     nshape = f"Q={q} P={p} D={d}"
     tab.add(sec, f"torch.mm reference (Q x D) @ (D x P){tag}", nshape, t_mm2, nflop / t_mm2 / 1e9, 1.0, "-", "")
-    t, tr, ref = paired(lambda: scoring.select_negatives(pos, text, cand, 10_000, device=dev), ref_mm2, args.reps,
-                        device)
+    t, tr, _ = paired(lambda: scoring.select_negatives(pos, text, cand, 10_000, device=dev), ref_mm2, args.reps,
+                      device)
+    nrows = min(scoring.rows_per_chunk(p), q)
     tab.add(sec, f"select_negatives / NegLabel K=10000 (library){tag}", nshape, t, nflop / t / 1e9, tr / t,
-            f"chunk {fmt_bytes(scoring.rows_per_chunk(p) * p * 4)}", "torch.quantile (full sort of every row)")
-    t, tr, got = paired(lambda: select_negatives_fast(pos, text, cand, 10_000), ref_mm2, args.reps, device)
-    common = len(set(ref.tolist()) & set(got.tolist()))
-    tab.add(sec, f"  select_negatives recommended (quantile by topk){tag}", nshape, t, nflop / t / 1e9, tr / t,
-            "", f"{common} of 10000 selected in common")
-    if not gpu and not args.quick:
-        st = scoring.negative_similarity(pos, text, index=cand)
-        sf = negsim_variant(pos, text[cand])
-        ulp = float(((sf - st).abs() / (torch.finfo(torch.float32).eps * st.abs().clamp_min(1e-30))).max())
-        rows_q = scoring.rows_per_chunk(p)
-        blk = text[p:p + rows_q] @ pos.T
-        tm, _ = best_of(lambda: text[p:p + rows_q] @ pos.T, args.reps)
-        tq, _ = best_of(lambda: torch.quantile(blk, 0.95, dim=1), args.reps)
-        tk, _ = best_of(lambda: quantile_topk(blk, 0.95), args.reps)
-        tab.add(sec, "  NegLabel, one chunk: mm / torch.quantile / topk", f"{rows_q} x {p}", tq, None, None, "",
-                f"mm {tm * 1e3:.0f} ms, torch.quantile {tq * 1e3:.0f} ms, topk {tk * 1e3:.0f} ms; "
-                f"quantile values differ by <= {ulp:.1f} ulp")
-    del img, pos, neg, text
+            f"chunk {fmt_bytes(nrows * p * 4)}", f"{nrows} candidates/chunk; quantile by topk (scoring.quantile_rows)")
+    del img, pos, neg, text, ref_mm2
     gc.collect()
 
 
 def section_variants(tab: Table, args, n, k, d, p, quick=False):
-    """C: scratch variants that isolate each overhead (per-row costs do not depend on N once chunked)."""
+    """C (--why): the library's fixes switched off one at a time (per-row costs do not depend on N once
+    chunked). Rows that call the library say so; the others use the scratch helpers above."""
     dev = torch.device("cpu")
     img = unit_rows(n, d, dev, 1)
     pos, neg = unit_rows(p, d, dev, 2), unit_rows(k - p, d, dev, 3)
@@ -592,8 +503,9 @@ def section_variants(tab: Table, args, n, k, d, p, quick=False):
     flop = 2.0 * n * k * d
     ref_mm = RefMM(img, text, dev)
     t_mm, _ = best_of(ref_mm.run, args.reps)
+    lib = _lg(scoring.DEFAULT_BUDGET)
     tab.add("C", "torch.mm reference", f"N={n} K={k} D={d}", t_mm, flop / t_mm / 1e9, 1.0, "-",
-            "reference for the C rows, re-timed next to each")
+            f"reference for the C rows, re-timed next to each; N = one chunk at {lib}")
     # 1. chunked matmul alone (nothing done with the chunk): chunk size, fresh vs reused buffer
     plan = [(2**24, False), (2**24, True), (2**26, True)] if quick else \
         [(2**22, True), (2**24, False), (2**24, True), (2**25, True), (2**26, True)]
@@ -601,45 +513,52 @@ def section_variants(tab: Table, args, n, k, d, p, quick=False):
         rows = scoring.rows_per_chunk(k, budget)
 
         def run(budget=budget, reuse=reuse):
-            for _ in _chunks(img, text, budget, reuse=reuse):
+            for _ in (scoring.similarity_chunks if reuse else _fresh_chunks)(img, text, budget):
                 pass
         t, tr, _ = paired(run, ref_mm, args.reps, dev)
-        tab.add("C", f"chunked mm only, {'reused buffer' if reuse else 'fresh chunk each time (library)'}",
-                f"budget {_lg(budget)} = {rows} rows", t, flop / t / 1e9, tr / t, fmt_bytes(rows * k * 4), "")
-    # 2. Eq. 1, the fixes added one at a time
-    steps = [("eq1 library (scratch copy)", dict(), 2**24),
-             ("clamp_min_(-80) before exp_ (in-place LSE)", dict(inplace=True, clamp=True), 2**24),
-             ("+ 1/tau folded into the (r x D) image chunk", dict(fold=True, inplace=True, clamp=True), 2**24),
-             ("+ reused chunk buffer (mm out=)", dict(fold=True, inplace=True, clamp=True, reuse=True), 2**24),
-             ("+ one normalised text copy (no cat)", dict(fold=True, inplace=True, clamp=True, reuse=True,
-                                                          one_copy=True), 2**24)]
-    steps += [("  same, larger budget", steps[-1][1], b) for b in ((2**26,) if quick else (2**25, 2**26))]
+        name = "reused buffer (scoring.similarity_chunks)" if reuse else "fresh chunk each time (scratch)"
+        tab.add("C", f"chunked mm only, {name}", f"budget {_lg(budget)} = {rows} rows", t, flop / t / 1e9, tr / t,
+                fmt_bytes(min(rows, n) * k * 4),
+                "= the reference product: its distance from 1.00 is this run's noise" if rows >= n else "")
+    # 2. Eq. 1, the fixes added one at a time (the last ones are the library itself)
+    steps = [("Eq.1, no fix: torch.logsumexp, sim / tau copy, fresh chunks (scratch)", 2**24,
+              dict(lse="torch", fold=False, reuse=False)),
+             ("+ clamped in-place logsumexp (scoring._lse_)", 2**24, dict(lse="clamped", fold=False, reuse=False)),
+             ("+ 1/tau folded into the (r x D) image chunk", 2**24, dict(lse="clamped", fold=True, reuse=False)),
+             ("+ one reused chunk buffer (scoring.similarity_chunks)", 2**24, dict(lse="clamped", fold=True, reuse=True)),
+             ("+ one normalised text copy = scoring.eq1_logit", 2**24, None),
+             ("  scoring.eq1_logit, larger budget", 2**25, None),
+             ("  scoring.eq1_logit, library default budget", 2**26, None)]
     if quick:
-        steps = [steps[0], steps[1]] + steps[-2:]
+        steps = [steps[0], steps[1], steps[4], steps[6]]
     ref = None
-    for name, kw, budget in steps:
-        t, tr, got = paired(lambda kw=kw, budget=budget: eq1_variant(img, pos, neg, 1e-3, budget, **kw), ref_mm,
-                            args.reps, dev)
+    for name, budget, kw in steps:
+        if kw is None:
+            fn = lambda budget=budget: scoring.eq1_logit(img, pos, neg, 1e-3, budget)  # noqa: E731
+        else:
+            fn = lambda budget=budget, kw=kw: eq1_ablation(img, pos, neg, 1e-3, budget, **kw)  # noqa: E731
+        t, tr, got = paired(fn, ref_mm, args.reps, dev)
         ref = got if ref is None else ref
         tab.add("C", name, f"budget {_lg(budget)}", t, flop / t / 1e9, tr / t,
-                fmt_bytes(scoring.rows_per_chunk(k, budget) * k * 4), f"max abs diff {float((got - ref).abs().max()):.1e}")
-    # 3. what each elementwise pass costs per element of one library-sized chunk
-    rows = scoring.rows_per_chunk(k, scoring.DEFAULT_BUDGET)
+                fmt_bytes(min(scoring.rows_per_chunk(k, budget), n) * k * 4),
+                f"max abs diff vs the first row {float((got - ref).abs().max()):.1e}")
+    # 3. what each elementwise pass costs per element of one 2^24-element block (the cost per element
+    # does not depend on the block's size)
+    rows = scoring.rows_per_chunk(k, 2**24)
     blk = img[:rows] @ text.T / 1e-3
     spare = torch.empty_like(blk)
     del ref_mm
     per_mm = t_mm / (n * k) * 1e9
-    for name, fn in [("torch.logsumexp (library)", lambda: torch.logsumexp(blk, dim=1)),
-                     ("torch.special.logsumexp", lambda: torch.special.logsumexp(blk, dim=1)),
-                     ("clustering._logsumexp", lambda: clustering._logsumexp(blk)),
-                     ("in-place LSE, no clamp", lambda: _lse_inplace(spare.copy_(blk), clamp=False)),
-                     ("in-place LSE + clamp_min_(-80)", lambda: _lse_inplace(spare.copy_(blk), clamp=True)),
-                     ("  (copy_ into a spare buffer, included above)", lambda: spare.copy_(blk)),
-                     ("sim / tau (fresh copy, library)", lambda: blk / 1e-3),
+    for name, fn in [("torch.logsumexp", lambda: torch.logsumexp(blk, dim=1)),
+                     ("clustering._logsumexp (TEMI's)", lambda: clustering._logsumexp(blk)),
+                     ("in-place logsumexp, no clamp (scratch)", lambda: _lse_unclamped_(spare.copy_(blk))),
+                     ("scoring._lse_ (in place, clamp_min_(-80))", lambda: scoring._lse_(spare.copy_(blk))),
+                     ("  (copy_ into a spare buffer, included in the two above)", lambda: spare.copy_(blk)),
+                     ("sim / tau (fresh copy)", lambda: blk / 1e-3),
                      ("exp_ on logits - max (range ~ -300..0)", lambda: spare.copy_(blk).sub_(blk.amax(1, True)).exp_()),
                      ("max(dim=1) values+indices (top1)", lambda: blk.max(dim=1))]:
         t, _ = best_of(fn, max(3, args.reps))
-        tab.add("C", f"per element: {name}", f"one chunk {rows} x {k}", t, None, None, "",
+        tab.add("C", f"per element: {name}", f"one block {rows} x {k}", t, None, None, "",
                 f"{t / blk.numel() * 1e9:.2f} ns/elem (the matmul itself: {per_mm:.2f} ns/elem)")
     if args.compile:  # a fused kernel: 2 passes over the chunk instead of 6 (costs a one-off compile)
         for clamp in (True, False):
@@ -647,7 +566,7 @@ def section_variants(tab: Table, args, n, k, d, p, quick=False):
                 out = []
                 for part in (x[:, :n_pos], x[:, n_pos:]):
                     m = part.amax(1, keepdim=True)
-                    z = (part - m).clamp_min(EXP_FLOOR) if clamp else part - m
+                    z = (part - m).clamp_min(scoring.LSE_FLOOR) if clamp else part - m
                     out.append(z.exp().sum(1).log() + m.squeeze(1))
                 return out[0] - out[1]
             t0 = time.perf_counter()
@@ -656,10 +575,35 @@ def section_variants(tab: Table, args, n, k, d, p, quick=False):
             tc = time.perf_counter() - t0
             t, _ = best_of(lambda: fc(blk, p), max(3, args.reps))
             tab.add("C", f"per element: torch.compile'd Eq.1 LSE pair{' + clamp' if clamp else ', no clamp'}",
-                    f"one chunk {rows} x {k}", t, None, None, "",
+                    f"one block {rows} x {k}", t, None, None, "",
                     f"{t / blk.numel() * 1e9:.2f} ns/elem; compile {tc:.0f} s; max abs diff {err:.1e}")
     del blk, spare
-    # 4. bf16 on this CPU (one block): an option?
+    # 4. NegLabel: the 0.95-quantile by a full sort (torch.quantile) vs. by topk (scoring.quantile_rows)
+    rows_q = scoring.rows_per_chunk(p, 2**24)
+    cand_blk = text[p:p + rows_q]
+    sblk = cand_blk @ pos.T
+    tm, _ = best_of(lambda: torch.mm(cand_blk, pos.T, out=sblk), args.reps)
+    tq, vq = best_of(lambda: torch.quantile(sblk, 0.95, dim=1), args.reps)
+    tk, vk = best_of(lambda: scoring.quantile_rows(sblk, 0.95), args.reps)
+    ulp = float(((vk - vq).abs() / (torch.finfo(torch.float32).eps * vq.abs().clamp_min(1e-30))).max())
+    tab.add("C", "NegLabel, one block: mm / torch.quantile / scoring.quantile_rows", f"{rows_q} x {p}", tq, None, None,
+            "", f"mm {tm * 1e3:.0f} ms, torch.quantile {tq * 1e3:.0f} ms, quantile_rows (topk) {tk * 1e3:.0f} ms; "
+            f"values differ by <= {ulp:.1f} ulp")
+    del sblk
+    q = k - p
+    nflop = 2.0 * q * p * d
+    ref_mm2 = RefMM(neg, pos, dev)
+    cand = torch.arange(p, k)
+    nshape = f"Q={q} P={p} D={d}"
+    t, tr, lib_sel = paired(lambda: scoring.select_negatives(pos, text, cand, 10_000), ref_mm2, args.reps, dev)
+    tab.add("C", "select_negatives (library: quantile_rows, by topk)", nshape, t, nflop / t / 1e9, tr / t, "",
+            "reference: a plain (Q x D) @ (D x P) torch.mm, re-timed next to each of these two rows")
+    t, tr, got = paired(lambda: select_negatives_by_sort(pos, text, cand, 10_000), ref_mm2, args.reps, dev)
+    common = len(set(lib_sel.tolist()) & set(got.tolist()))
+    tab.add("C", "  same with torch.quantile (full sort; scratch)", nshape, t, nflop / t / 1e9, tr / t,
+            "", f"{common} of 10000 selected in common with the library")
+    del ref_mm2
+    # 5. bf16 on this CPU (one block): an option?
     kk, r = min(k, 16384), 512
     a32, b32 = img[:r].contiguous(), text[:kk].contiguous()
     a16, b16 = a32.bfloat16(), b32.bfloat16()
@@ -672,40 +616,54 @@ def section_variants(tab: Table, args, n, k, d, p, quick=False):
             f"{err / 1e-3:.1f} logit units at tau=1e-3")
 
 
+def mem_model(op: str, n: int, k: int, d: int, p: int) -> tuple[int, int, str]:
+    """Analytic peak of a library step: (bytes, of which per image, what)."""
+    rows = min(scoring.rows_per_chunk(k), n)
+    if op == "top1":
+        return (k * d * 4 + rows * k * 4 + n * (d * 4 + 12), d * 4 + 12,
+                f"normalised text copy + one reused buffer of min(N, {scoring.rows_per_chunk(k)}) x K "
+                "+ normalised images")
+    if op == "eq1":
+        return (k * d * 4 + rows * k * 4 + rows * d * 4 + n * (d * 4 + 4), d * 4 + 4,
+                "one normalised text copy (P + Q) + one reused chunk buffer + the scaled image chunk + normalised images")
+    if op == "neglabel":  # n = P positives, k = corpus; candidates = the Q = k - P others
+        q = k - n
+        r = min(scoring.rows_per_chunk(n), q)
+        top = n - math.floor(0.95 * (n - 1))  # topk width of quantile_rows at q = 0.95
+        peak = r * d * 4 + max(r * d * 5, r * n * 4 + r * top * 12) + q * 24 + n * d * 4
+        return (peak, 0,
+                f"r normalised candidate rows (r x D) + the larger of (their gathered copy + isfinite mask) and "
+                f"(the reused r x P buffer, first written after that copy is freed, + topk's r x {top}), "
+                f"r = min(2^26 / P, Q) = {r}: grows with the corpus up to {scoring.rows_per_chunk(n)} "
+                f"candidates, then stays; no corpus-sized copy")
+    raise ValueError(op)
+
+
 def section_memory(tab: Table, k, d, p, ns, ops, neg_ks):
-    """B: peak RSS growth in a fresh subprocess per measurement; compared with the analytic model."""
-    rows = scoring.rows_per_chunk(k, scoring.DEFAULT_BUDGET)
-    rows_r = scoring.rows_per_chunk(k, REC_BUDGET)
-    model = {  # (N-independent bytes, bytes per image, what)
-        "top1": (k * d * 4 + 2 * rows * k * 4, d * 4 + 12,
-                 "text copy + 2 chunks (the loop variable keeps the previous chunk while the next is computed)"),
-        "eq1": (2 * k * d * 4 + 3 * rows * k * 4, d * 4 + 4,
-                "2 text copies (normalise, cat) + 3 chunks (previous sim and sim / tau, new sim) + LSE temps"),
-        "eq1_fast": (k * d * 4 + rows_r * k * 4, d * 4 + 4, f"1 text copy + 1 chunk of {_lg(REC_BUDGET)}"),
-    }
+    """B: peak RSS growth of the library steps in a fresh subprocess each; compared with the analytic model."""
     for op in ops:
-        fixed, per, what = model[op]
         res = {}
         for n in ns:
             r = res[n] = measure_mem(op, n, k, d, p)
             if r is None:
                 tab.add("B", f"peak RSS growth: {op}", f"N={n} K={k}", None, None, None, "failed")
                 continue
+            model, _, what = mem_model(op, n, k, d, p)
             tab.add("B", f"peak RSS growth: {op}", f"N={n} K={k} D={d}", r["seconds"], None, None, fmt_bytes(r["delta"]),
-                    f"model {fmt_bytes(fixed + per * n)}: {what}; an N x K matrix = {fmt_bytes(n * k * 4)}")
+                    f"model {fmt_bytes(model)}: {what}; an N x K matrix = {fmt_bytes(n * k * 4)}")
         if all(res[n] is not None for n in ns):
             a, b = ns[0], ns[-1]
             growth = res[b]["delta"] - res[a]["delta"]
+            per = mem_model(op, b, k, d, p)[1]
             tab.add("B", f"  growth of {op}, N {a} -> {b}", "", None, None, None, fmt_bytes(growth),
                     f"model {fmt_bytes(per * (b - a))} (normalised image copy); an N x K matrix would add "
                     f"{fmt_bytes((b - a) * k * 4)}")
     for kk in neg_ks:
         r = measure_mem("neglabel", p, kk, d, p)
         if r is not None:
+            model, _, what = mem_model("neglabel", p, kk, d, p)
             tab.add("B", "peak RSS growth: select_negatives (library)", f"P={p} corpus={kk} D={d}", r["seconds"], None,
-                    None, fmt_bytes(r["delta"]),
-                    f"model {fmt_bytes(2 * 2**24 * 4 + 2 * min(kk - p, 2**24 // p) * d * 4)}: 2 chunks (similarities, "
-                    f"quantile's sorted copy) + candidate rows gathered and normalised; no corpus-sized copy")
+                    None, fmt_bytes(r["delta"]), f"model {fmt_bytes(model)}: {what}")
 
 
 def section_temi(tab: Table, args, device, ns, d, c, heads, bs, loop_n):
@@ -769,7 +727,7 @@ def section_temi_memory(tab: Table, ns, d, c, heads, bs):
 
 
 def section_knn(tab: Table, args, device, ns, d, mem_ns):
-    """E: exact kNN (k = 50), chunk 4096 rows x N columns."""
+    """E: exact kNN (k = 50): one reused block of 4096 rows x N columns."""
     per = {}
     for n in ns:
         x = unit_rows(n, d, device, 1)
@@ -786,10 +744,10 @@ def section_knn(tab: Table, args, device, ns, d, mem_ns):
     for n in mem_ns:
         r = measure_mem("knn", n, 0, d, 0)
         if r is not None:
+            b = min(4096, n)
             tab.add("E", "peak RSS growth: knn_indices", f"N={n} D={d}", r["seconds"], None, None, fmt_bytes(r["delta"]),
-                    f"model {fmt_bytes((1 if n <= 4096 else 2) * min(4096, n) * n * 4 + n * d * 4 + n * 50 * 8)}: "
-                    f"{1 if n <= 4096 else 2} block(s) of 4096 x N (the loop variable keeps the previous block "
-                    f"while the next is computed; grows with N) + normalised copy + out")
+                    f"model {fmt_bytes(b * n * 4 + n * d * 4 + n * 50 * 8 + b * 50 * 12)}: one block of "
+                    f"min(4096, N) x N reused for every chunk (grows with N) + normalised copy + out + topk")
 
 
 def section_demo(tab: Table, args, timeout: float, budget: float = BUDGET_S):
@@ -853,11 +811,11 @@ def section_gpu(tab: Table, args, device, scale=1.0):
     t_mm, _ = best_of(ref_mm.run, 1, device)
     tab.add("G", "torch.mm reference [GPU]", f"N={n} K={k} D={d}", t_mm, flop / t_mm / 1e9, 1.0, "",
             "row blocks of 4 GiB into one buffer (N x K does not fit)")
-    for name, fn in [("zero_shot_top1 (library) [GPU]", lambda: scoring.zero_shot_top1(img, text, device=device)),
-                     (f"  top1 recommended (reuse, {_lg(REC_BUDGET)}) [GPU]", lambda: top1_variant(img, text, REC_BUDGET, True)),
-                     ("  top1 reuse, budget 2^28 [GPU]", lambda: top1_variant(img, text, 2**28, True))]:
+    for budget in (scoring.DEFAULT_BUDGET, 2**28):
+        default = " = default" if budget == scoring.DEFAULT_BUDGET else ""
+        name = f"zero_shot_top1 (library, budget {_lg(budget)}{default}) [GPU]"
         base = mark()
-        t, _ = best_of(fn, 1, device)
+        t, _ = best_of(lambda: scoring.zero_shot_top1(img, text, budget, device=device), 1, device)
         tab.add("G", name, f"N={n} K={k} D={d}", t, flop / t / 1e9, t_mm / t, fmt_bytes(peak_since(base)), "best of 1")
     del img, text, ref_mm
     gc.collect()
@@ -881,14 +839,22 @@ def section_gpu(tab: Table, args, device, scale=1.0):
     chunk, n_chunks = 4096, (8 if scale == 1.0 else 2)
     xn = F.normalize(x, dim=1)
 
-    def knn_part():
-        for st in range(0, chunk * n_chunks, chunk):
-            xn[st:st + chunk].matmul(xn.T).topk(50, dim=1)
+    def knn_part():  # knn_indices' loop (one reused block), its first n_chunks chunks only
+        block = torch.empty(min(chunk, n), n, device=device)
+        for st in range(0, min(chunk * n_chunks, n), chunk):
+            rows = xn[st:st + chunk]
+            sims = torch.mm(rows, xn.T, out=block[: rows.shape[0]])
+            r = torch.arange(rows.shape[0], device=device)
+            sims[r, r + st] = -math.inf
+            sims.topk(50, dim=1)
     base = mark()
     t, _ = best_of(knn_part, 1, device)
-    full = t * n / (chunk * n_chunks)
+    timed = min(chunk * n_chunks, n)
+    full = t * n / timed
     tab.add("G", "knn k=50, knn_indices' loop [GPU]", f"N={n} D={d} chunk {chunk}", full, 2.0 * n * n * d / full / 1e9,
-            None, fmt_bytes(peak_since(base)), f"{n_chunks} chunks timed, extrapolated; block {fmt_bytes(chunk * n * 4)}")
+            None, fmt_bytes(peak_since(base)),
+            f"{math.ceil(timed / chunk)} chunks timed, extrapolated; one reused block of "
+            f"{fmt_bytes(min(chunk, n) * n * 4)}")
 
 
 # ================================================================================================
@@ -931,9 +897,10 @@ How to read this (details: benchmarks/README.md)
 - peak extra mem (B, D, E): each number comes from a FRESH subprocess: inputs built in place, the op warmed
   up on tiny shapes, the kernel's RSS high-water mark reset (/proc/self/clear_refs) and read (VmHWM) before
   and after one run. tracemalloc does not see torch's allocations, hence RSS. "model" = the analytic count.
-  "chunk" in A = rows_per_chunk(K, budget) * K * 4 bytes.
-- rows marked "recommended" and all of section C are scratch copies of the library functions written in
-  benchmarks/bench.py, NOT the library.
+  "chunk" in A = min(N, rows_per_chunk(K, budget)) * K * 4 bytes, the one buffer every chunk is written into.
+- rows in A, B, D, E, F and G run the library itself (clustermine_lib). Section C, only with --why, switches
+  the library's fixes off one at a time with scratch helpers written in benchmarks/bench.py; its rows that
+  call the library name the function.
 - data are random unit vectors: the cost does not depend on the values, except exp() (see C), and random
   cosines / tau = 1e-3 span ~300 logit units like real CLIP cosines do.
 - GPU rows (section G) are produced only with --device cuda on a machine with CUDA{gpu}.
@@ -943,21 +910,24 @@ How to read this (details: benchmarks/README.md)
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="~1-2 min on an idle machine: smaller shapes, no demo")
+    ap.add_argument("--why", action="store_true",
+                    help="also run section C: scratch variants that switch the library's fixes off one at a time")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                     help="cuda: add the GPU rows (ImageNet shapes); needs CUDA")
-    ap.add_argument("--n", type=int, default=0, help="images in section A (default 4000; quick 1000)")
+    ap.add_argument("--n", type=int, default=0, help="images in section A (default 2000; quick 845)")
     ap.add_argument("--reps", type=int, default=3, help="timing repetitions (best of)")
-    ap.add_argument("--budget", type=float, default=BUDGET_S,
-                    help="seconds for the whole run (default 300); a section that would start too late is skipped "
-                         "with a note, and the demo gets what is left. 0 = no limit")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds for the whole run (default 300, with --why 450); a section that would start too "
+                         "late is skipped with a note, and the demo gets what is left. 0 = no limit")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--only", default="", help="comma-separated sections to run, e.g. A,C or F (default all)")
+    ap.add_argument("--only", default="", help="comma-separated sections to run, e.g. A,E or F (default A,B,D,E,F "
+                                               "and G with --device cuda; C with --why, or when named here)")
     ap.add_argument("--no-demo", action="store_true", help="skip the end-to-end demo row (F)")
     ap.add_argument("--compile", action="store_true", help="C: also time a torch.compile'd logsumexp (compiles ~40 s)")
     ap.add_argument("--demo-cold", action="store_true", help="also time a cold demo (simulated cache rebuilt)")
     ap.add_argument("--temi-steps", type=int, default=200, help="GPU: TEMI steps timed for the extrapolation")
     ap.add_argument("--out", default=None, help="results file (default benchmarks/results/<host>-<date>.md; "
-                                                "--quick / --only / --device cuda runs add a suffix)")
+                                                "--quick / --why / --only / --device cuda runs add a suffix)")
     ap.add_argument("--no-write", action="store_true", help="print only, write no results file")
     ap.add_argument("--gpu-scale", type=float, default=1.0, help=argparse.SUPPRESS)  # CPU dry run of section G
     ap.add_argument("--child-mem", default=None, help=argparse.SUPPRESS)
@@ -976,7 +946,9 @@ def main(argv=None) -> int:
         print("--device cuda: no CUDA device on this machine, so no GPU rows; running the CPU rows.", flush=True)
         args.device = "cpu"
     gpu = args.device == "cuda"
-    only = {x.strip().upper() for x in args.only.split(",") if x.strip()} or set("ABCDEFG")
+    only = {x.strip().upper() for x in args.only.split(",") if x.strip()} or set("ABDEFG")
+    if args.why:
+        only.add("C")
 
     info = host_info()
     load0 = os.getloadavg()
@@ -985,21 +957,24 @@ def main(argv=None) -> int:
     cpu = torch.device("cpu")
     K, D, P = 79_403, 512, 1000  # WordNet nouns+adjectives corpus, CLIP ViT-B/16 width, 1000 positives
     q = args.quick
-    n_a = args.n or (1000 if q else 2000)
-    n_c = 845  # = one chunk at 2^26, four at 2^24
+    n_c = scoring.rows_per_chunk(K)  # 845 = one chunk at the library's 2^26, four at 2^24
+    n_a = args.n or (n_c if q else 2000)  # quick: one chunk; full: as in the findings of 2026-11-23
     mem_ns = (1000, 2000) if q else (1000, 2500)
-    mem_ops = ("eq1", "eq1_fast") if q else ("top1", "eq1", "eq1_fast")
-    neg_ks = () if q else (20_000, K)
+    mem_ops = ("top1", "eq1")
+    neg_ks = (20_000,) if q else (20_000, K)
     temi_ns, loop_n, temi_mem = ((1024, 2048), 1024, ()) if q else ((1024, 2048, 4096), 1024, (1024, 4096))
-    knn_ns, knn_mem = ((2000, 4000), ()) if q else ((4000, 8000, 16000), (4000, 16000))
+    knn_ns, knn_mem = ((2000, 4000), (6000,)) if q else ((4000, 8000, 16000), (4000, 16000))
     d_t, c_t, h_t, bs_t = 256, 800, 10, 256  # the demo's TEMI shapes (simulated benchmark, TEMIConfig.demo)
 
+    if args.budget is None:
+        args.budget = BUDGET_S + (WHY_S if args.why else 0.0)
     budget = args.budget if args.budget > 0 else math.inf
+    took: dict[str, float] = {}  # section -> seconds it ran (printed in the header)
 
-    def go(sec: str, title: str, need_s: float) -> bool:
+    def section(sec: str, title: str, need_s: float, run) -> None:
         """Run section ``sec`` if asked for and if ~``need_s`` seconds (its time on an idle machine) are left."""
         if sec not in only:
-            return False
+            return
         left = budget - elapsed()
         # other jobs on the machine slow every row down: scale the idle estimate by the load per core
         need_s *= max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
@@ -1007,22 +982,29 @@ def main(argv=None) -> int:
             tab.add(sec, title, "", None, None, None, "",
                     f"SKIPPED: only {left:.0f} s left of the {budget:.0f} s budget (1-min load average "
                     f"{os.getloadavg()[0]:.1f}); run it alone with --only {sec}")
-            return False
+            return
         print(f"\n[{sec}] {title}", flush=True)
-        return True
+        t = time.perf_counter()
+        run()
+        took[sec] = time.perf_counter() - t
+        print(f"[{sec}] {took[sec]:.0f} s", flush=True)
 
-    # need_s: rough duration on an idle 2-core machine (quick / full), to stay within the budget
-    if go("A", "chunked scoring vs torch.mm", 20 if q else 45):
-        section_scoring(tab, args, cpu, n_a, K, D, P)
-    if go("C", "scratch variants", 15 if q else 40):
-        section_variants(tab, args, n_c, K, D, P, quick=q)
-    if go("B", "peak memory (fresh subprocess per row)", 10 if q else 30):
-        section_memory(tab, K, D, P, mem_ns, mem_ops, neg_ks)
-    if go("D", "TEMI", 10 if q else 30):
+    def temi():
         section_temi(tab, args, cpu, temi_ns, d_t, c_t, h_t, bs_t, loop_n)
         section_temi_memory(tab, temi_mem, d_t, c_t, h_t, bs_t)
-    if go("E", "kNN", 3 if q else 15):
-        section_knn(tab, args, cpu, knn_ns, D, knn_mem)
+
+    # need_s: the section's duration on an idle 2-core machine (quick / full), to stay within the budget.
+    # Estimated 2026-11-23 from --quick runs under load (1-min load 2 to 4: quick A 31 s, B 31 s, D 154 s,
+    # E 6 s; --why C 100 s) scaled to the full shapes and to an idle machine (TEMI's step was 0.165 s
+    # idle against ~0.85 s in those runs); the header of every table gives the seconds each section took.
+    section("A", "the library's scoring vs torch.mm", 20 if q else 40,
+            lambda: section_scoring(tab, args, cpu, n_a, K, D, P))
+    section("C", "why: the library's fixes switched off one at a time", 60 if q else 100,
+            lambda: section_variants(tab, args, n_c, K, D, P, quick=q))
+    section("B", "peak memory (fresh subprocess per row)", 20 if q else 30,
+            lambda: section_memory(tab, K, D, P, mem_ns, mem_ops, neg_ks))
+    section("D", "TEMI", 20 if q else 40, temi)
+    section("E", "kNN", 5 if q else 25, lambda: section_knn(tab, args, cpu, knn_ns, D, knn_mem))
     if "G" in only and (gpu or args.gpu_scale < 1.0):
         print("\n[G] GPU rows", flush=True)
         section_gpu(tab, args, torch.device("cuda") if gpu else cpu, args.gpu_scale)
@@ -1038,7 +1020,7 @@ def main(argv=None) -> int:
                         f"SKIPPED: {max(0.0, left + 5):.0f} s left of the {budget:.0f} s budget; run it alone with --only F")
             else:
                 print(f"\n[F] demo (timeout {left:.0f} s, what is left of the budget)", flush=True)
-                section_demo(tab, args, timeout=left, budget=budget)
+                took["F"] = section_demo(tab, args, timeout=left, budget=budget)
 
     load1 = os.getloadavg()
     head = (f"# clustermine bench: {info['host']}, {_dt.date.today().isoformat()}\n\n"
@@ -1047,14 +1029,15 @@ def main(argv=None) -> int:
             f"{', GPU rows' if gpu else ''}; sections {','.join(sorted(only))}; budget "
             f"{'none' if not math.isfinite(budget) else f'{budget:.0f} s'}. Load average (1 min) "
             f"{load0[0]:.2f} before, {load1[0]:.2f} after (2.0 = both cores busy with other jobs). "
-            f"Total {elapsed():.0f} s.\n")
+            f"Total {elapsed():.0f} s ({', '.join(f'{s} {t:.0f} s' for s, t in took.items()) or 'no section ran'}).\n")
     gpu_note = "; GPU rows included in this run" if gpu else "; this machine has none, so there are no GPU rows"
     text = head + "\n" + tab.markdown() + "\n\n" + METHOD.format(reps=args.reps, gpu=gpu_note)
     print("\n" + text)
     if not args.no_write and args.gpu_scale == 1.0:
         host = re.sub(r"[^A-Za-z0-9_.-]", "_", info["host"])
-        tag = ("-quick" if q else "") + (f"-only-{''.join(sorted(only))}" if args.only else "") + ("-gpu" if gpu else "")
-        name = f"{host}-{_dt.date.today().isoformat()}{tag}.md"  # partial runs do not overwrite the full table
+        tag = (("-quick" if q else "") + ("-why" if args.why else "")
+               + (f"-only-{''.join(sorted(only))}" if args.only else "") + ("-gpu" if gpu else ""))
+        name = f"{host}-{_dt.date.today().isoformat()}{tag}.md"  # other runs do not overwrite the default table
         path = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / name
         write_atomic(path, text)
         print(f"wrote {path}")
