@@ -68,17 +68,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed(fn, device: torch.device = torch.device("cpu")):
+    """Wall time of one call of ``fn`` (garbage collected and device synchronised before, synchronised
+    after), and its result."""
+    gc.collect()
+    _sync(device)
+    t = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - t, out
+
+
 def best_of(fn, reps: int, device: torch.device = torch.device("cpu")):
     """Best (minimum) wall time of ``reps`` calls of ``fn``, and the last call's result."""
     best, out = math.inf, None
     for _ in range(reps):
-        out = None
-        gc.collect()
-        _sync(device)
-        t = time.perf_counter()
-        out = fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - t)
+        out = None  # free the previous result before the next call
+        t, out = timed(fn, device)
+        best = min(best, t)
     return best, out
 
 
@@ -426,13 +433,9 @@ def paired(fn, ref: RefMM, reps: int, device):
     out = None
     for _ in range(reps):
         best_r = min(best_r, ref.once())
-        out = None
-        gc.collect()
-        _sync(device)
-        t = time.perf_counter()
-        out = fn()
-        _sync(device)
-        best_t = min(best_t, time.perf_counter() - t)
+        out = None  # free the previous result before the next call
+        t, out = timed(fn, device)
+        best_t = min(best_t, t)
     return best_t, best_r, out
 
 

@@ -1053,24 +1053,25 @@ def fig6_k(run: Runner, k_values, methods=("NegLabel", "PosMine", "ClusterMine")
     return pd.concat(rows, ignore_index=True)
 
 
-def fig6_m(run: Runner, m_values) -> pd.DataFrame:
-    """Fig. 6 center: PosMine mean AUROC and |Y_pos| vs M."""
+def _mining_sweep(run: Runner, method: str, param: str, column: str, values) -> pd.DataFrame:
+    """``method``'s mean AUROC and |Y_pos| for each value of its mining parameter ``param`` (the
+    ``column`` of the table)."""
     rows = []
-    for m in m_values:
-        t = with_means(run.evaluate("PosMine", m=m), OOD_SETS)
-        t["M"], t["n_pos"] = m, len(run.mined("PosMine", m=m))
+    for v in values:
+        t = with_means(run.evaluate(method, **{param: v}), OOD_SETS)
+        t[column], t["n_pos"] = v, len(run.mined(method, **{param: v}))
         rows.append(t)
     return pd.concat(rows, ignore_index=True)
+
+
+def fig6_m(run: Runner, m_values) -> pd.DataFrame:
+    """Fig. 6 center: PosMine mean AUROC and |Y_pos| vs M."""
+    return _mining_sweep(run, "PosMine", "m", "M", m_values)
 
 
 def fig6_c(run: Runner, c_values) -> pd.DataFrame:
     """Fig. 6 right: ClusterMine mean AUROC and |Y_pos| vs C."""
-    rows = []
-    for c in c_values:
-        t = with_means(run.evaluate("ClusterMine", n_clusters=c), OOD_SETS)
-        t["C"], t["n_pos"] = c, len(run.mined("ClusterMine", n_clusters=c))
-        rows.append(t)
-    return pd.concat(rows, ignore_index=True)
+    return _mining_sweep(run, "ClusterMine", "n_clusters", "C", c_values)
 
 
 def fig6_reference(k_df: pd.DataFrame) -> pd.DataFrame:
