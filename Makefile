@@ -18,17 +18,18 @@ FEATURE_ARGS ?=
 CACHE_DIR ?= $(or $(CLUSTERMINE_CACHE),.cache)/features
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install wordnet test test-fast demo bench lab features clean help
+.PHONY: install wordnet data test test-fast demo bench lab features clean help
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-install:  ## create .venv with torch 2.14.1, the package (editable) and its extras, and WordNet 3.0
+install:  ## create .venv with torch 2.14.1, the package (editable) and its extras, WordNet 3.0 and the simulated benchmark
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[dev,notebooks]'
 	$(MAKE) wordnet
+	$(MAKE) data
 
 wordnet:  ## provide WordNet 3.0 offline (nltk corpus, else Debian's wordnet-base copied into .cache)
 	@if ! $(PY) -c "import nltk,sys; nltk.data.find('corpora/wordnet')" 2>/dev/null \
@@ -42,6 +43,9 @@ wordnet:  ## provide WordNet 3.0 offline (nltk corpus, else Debian's wordnet-bas
 # NBVAL=--nbval-lax only executes (fails on errors); NBVAL_NOTEBOOKS picks notebooks.
 NBVAL ?= --nbval
 NBVAL_NOTEBOOKS ?= notebooks
+data:  ## build and cache the SIMULATED benchmark the demo notebooks load (~30 s once; the demo's `make features`)
+	$(PY) -m clustermine_lib.cli data --seed $(SEED)
+
 test:  ## unit tests, then every notebook executed by nbval and its outputs compared with the committed ones
 	$(PY) -m pytest tests
 	$(PY) -m pytest $(NBVAL) -p no:cacheprovider $(NBVAL_NOTEBOOKS)

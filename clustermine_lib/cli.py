@@ -1,4 +1,5 @@
-"""Command line: ``python -m clustermine_lib.cli demo`` (what ``make demo`` runs).
+"""Command line: ``python -m clustermine_lib.cli demo`` (what ``make demo`` runs) and ``... data``
+(what ``make data`` runs: build and cache the simulated benchmark, the demo's stand-in for ``make features``).
 
 The demo runs on the SIMULATED benchmark (``simulate``): it mines positive labels from real WordNet
 with PosMine and ClusterMine, scores the simulated ID test set against six simulated OOD sets, and
@@ -69,6 +70,20 @@ def demo(size: str = "demo", seed: int = 0, methods=DEMO_METHODS, out: str = "re
     return 0
 
 
+def data(size: str = "demo", seed: int = 0) -> int:
+    """Build the SIMULATED benchmark once into the project cache (``.cache/simulated``): the WordNet graph,
+    the default corpus and every feature set. Notebooks and ``make demo`` then load it in seconds; a
+    variant (another corpus, prompt set or simulated model) is still built on first use."""
+    from .simulate import make_benchmark
+
+    t0 = time.time()
+    print("Building the SIMULATED benchmark (the demo's features; real CLIP features come from "
+          "`make features`)...", flush=True)
+    print(make_benchmark(size, seed=seed).describe())
+    print(f"cached in {time.time() - t0:.0f} s")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="clustermine", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,7 +94,12 @@ def main(argv=None) -> int:
     d.add_argument("--methods", default=",".join(DEMO_METHODS),
                    help="comma-separated, or 'all' for every Table 1 method")
     d.add_argument("--out", default="results/demo")
+    b = sub.add_parser("data", help="build and cache the simulated benchmark (what the notebooks load)")
+    b.add_argument("--size", default="demo", choices=["tiny", "demo"])
+    b.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.cmd == "data":
+        return data(args.size, args.seed)
     if args.cmd == "demo":
         from .experiments import METHODS
 

@@ -54,3 +54,27 @@ def test_prompt_sets_change_text_features():
     a = sim.text_features(["dog"], ["dog.n.01"], "simple-7")
     b = sim.text_features(["dog"], ["dog.n.01"], "basic")
     assert not torch.allclose(a, b) and (a @ b.T).item() > 0.8
+
+
+def test_cli_data_builds_the_cache_that_make_benchmark_then_loads(tmp_path, monkeypatch, capsys):
+    """`make data` (cli data): the simulated benchmark lands in the project cache; later loads read it."""
+    import shutil
+
+    from clustermine_lib import cli, simulate, wordnet
+
+    home = wordnet.cache_dir()
+    monkeypatch.setenv("CLUSTERMINE_CACHE", str(tmp_path))
+    for part in ("nltk_data", "corpora"):  # reuse WordNet and its corpora; the benchmark itself is rebuilt
+        if (home / part).exists():
+            shutil.copytree(home / part, tmp_path / part)
+    graph = home / "simulated" / "wordnet-graph-v2.json"
+    if graph.exists():
+        (tmp_path / "simulated").mkdir()
+        shutil.copy(graph, tmp_path / "simulated")
+    assert cli.main(["data", "--size", "tiny", "--seed", "0"]) == 0
+    assert "SIMULATED" in capsys.readouterr().out
+    built = list((tmp_path / "simulated").glob("tiny-*.safetensors"))
+    assert len(built) == 1
+    monkeypatch.setattr(simulate, "_build", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rebuilt")))
+    again = make_benchmark("tiny", seed=0)  # from the cache: _build is not called
+    assert again.train.features.shape[0] == SimConfig.profile("tiny").n_classes * SimConfig.profile("tiny").train_per_class
