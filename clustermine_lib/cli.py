@@ -70,16 +70,26 @@ def demo(size: str = "demo", seed: int = 0, methods=DEMO_METHODS, out: str = "re
     return 0
 
 
-def data(size: str = "demo", seed: int = 0) -> int:
+def data(size: str = "demo", seed: int = 0, variants: bool = True) -> int:
     """Build the SIMULATED benchmark once into the project cache (``.cache/simulated``): the WordNet graph,
-    the default corpus and every feature set. Notebooks and ``make demo`` then load it in seconds; a
-    variant (another corpus, prompt set or simulated model) is still built on first use."""
+    the default corpus and every feature set, and (``variants``, demo size) every variant the notebooks
+    load (``reproduce.demo_variants``: other corpora, pre-processings, prompt sets, simulated models).
+    Notebooks and ``make demo`` then load them in seconds, as the paper profile loads `make features`."""
     from .simulate import make_benchmark
 
     t0 = time.time()
     print("Building the SIMULATED benchmark (the demo's features; real CLIP features come from "
           "`make features`)...", flush=True)
     print(make_benchmark(size, seed=seed).describe())
+    if variants and size == "demo":
+        from tqdm.auto import tqdm
+
+        from . import reproduce as R
+
+        cfg = R.Config(profile="demo", seed=seed)
+        todo = R.demo_variants(cfg)[1:]
+        for kw in tqdm(todo, desc="notebook variants"):
+            R.load_benchmark(cfg, **kw)
     print(f"cached in {time.time() - t0:.0f} s")
     return 0
 
@@ -97,9 +107,11 @@ def main(argv=None) -> int:
     b = sub.add_parser("data", help="build and cache the simulated benchmark (what the notebooks load)")
     b.add_argument("--size", default="demo", choices=["tiny", "demo"])
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--no-variants", action="store_true",
+                   help="only the default benchmark, not the corpora / prompt sets / models the notebooks vary")
     args = p.parse_args(argv)
     if args.cmd == "data":
-        return data(args.size, args.seed)
+        return data(args.size, args.seed, not args.no_variants)
     if args.cmd == "demo":
         from .experiments import METHODS
 

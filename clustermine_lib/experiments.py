@@ -93,6 +93,24 @@ class Pipeline:
         return self._cached(("clusters", c), lambda: fit_temi(
             self.bench.train.features, config, device=s.device, progress=s.progress).labels)
 
+    def candidates(self) -> torch.Tensor:
+        """(T,) sorted corpus indices that are the top-1 concept of some training image: every Y_pos
+        that PosMine or ClusterMine can mine (any M, any C) lies in it."""
+        return self._cached("candidates", lambda: torch.unique(self.top1()))
+
+    def background_lse(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,) ``scoring.lse_rows`` of images ``x`` (N, D) over the corpus minus ``candidates()``: the
+        part of Eq. 1's negative mass that PosMine and ClusterMine share at every M and C. Memoised
+        per features tensor (same object), so a sweep pays the full corpus pass once per image set."""
+        b = self.bench
+        hit = self._cache.get(("background", id(x)))
+        if hit is None or hit[0] is not x:
+            rest = self._cached("rest_text", lambda: scoring.check_features(
+                b.corpus_text[mining.complement(self.candidates(), len(b.corpus))], "corpus text features"))
+            hit = (x, scoring.lse_rows(x, rest, self.tau, device=self.settings.device))
+            self._cache[("background", id(x))] = hit
+        return hit[1]
+
     # ---- mined label sets
     def mined(self, method: str, **params) -> mining.Mined:
         """Y_pos / Y_neg of a mining method: 'PosMine' (m=), 'ClusterMine' (n_clusters=), 'NegLabel' (k=)."""
@@ -158,7 +176,16 @@ class Pipeline:
             return lambda x: scoring.clipscope_score(x, b.class_text, ood_text, b.logit_scale, counts, device=dev)
         if method in ("PosMine", "ClusterMine"):
             mined = self.mined(method, **params)
-            pos_text, neg_text = b.corpus_text[mined.pos], b.corpus_text[mined.neg]
+            pos_text = b.corpus_text[mined.pos]
+            cand = self.candidates()
+            in_cand = torch.isin(mined.pos, cand)
+            if len(mined.pos) + len(mined.neg) == len(b.corpus) and bool(in_cand.all()):
+                # Y_neg = (candidates - Y_pos) + (corpus - candidates); the second, big part is the
+                # same for every M and C: its mass is computed once per image set (background_lse)
+                near_text = b.corpus_text[cand[~torch.isin(cand, mined.pos)]]
+                return lambda x: scoring.eq1_logit(x, pos_text, near_text, self.tau, device=dev,
+                                                   neg_lse=self.background_lse(x))
+            neg_text = b.corpus_text[mined.neg]  # pruned negatives (neg_k)
             return lambda x: scoring.eq1_logit(x, pos_text, neg_text, self.tau, device=dev)
         raise ValueError(f"Unknown method {method!r}. Known methods: {list(METHODS) + ['Energy', 'PosMine+PLP', 'ClusterMine+PLP']}.")
 

@@ -27,7 +27,8 @@ class Mined:
         return len(self.pos)
 
 
-def _complement(pos: torch.Tensor, n: int) -> torch.Tensor:
+def complement(pos: torch.Tensor, n: int) -> torch.Tensor:
+    """(n - P,) sorted indices in [0, n) that are not in ``pos``."""
     mask = torch.ones(n, dtype=torch.bool)
     mask[pos] = False
     return mask.nonzero().flatten()
@@ -39,7 +40,7 @@ def _mined(method, pos, counts, corpus: Corpus, params) -> Mined:
         raise ValueError(f"{method} mined no positive labels ({params}); {hint}.")
     order = torch.argsort(pos)
     pos, counts = pos[order], counts[order]
-    return Mined(method, pos, _complement(pos, len(corpus)), [corpus.names[i] for i in pos.tolist()],
+    return Mined(method, pos, complement(pos, len(corpus)), [corpus.names[i] for i in pos.tolist()],
                  counts, params)
 
 

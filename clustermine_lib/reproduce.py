@@ -316,6 +316,20 @@ def check_features(cfg: Config, variants: Iterable[dict], datasets=None) -> None
     return None
 
 
+def demo_variants(cfg: Config) -> list[dict]:
+    """``load_benchmark`` keyword sets of every simulated benchmark the demo notebooks load: the default,
+    the corpora of Table 3, the pre-processings of Table 6, the prompt sets of Fig. 8 and the simulated
+    models of Fig. 3. ``make data`` builds them all once (the demo's ``make features``)."""
+    from .simulate import SimConfig
+
+    out = [{}]
+    out += [dict(corpus=c) for c in TABLE3_CORPORA if c != cfg.corpus]
+    out += [dict(preprocess=v) for v in TABLE6_VARIANTS if v != "dedup-1-lemma"]
+    out += [dict(prompts=p) for p in PROMPT_NAMES if p != cfg.prompts]
+    out += [dict(sim_config=replace(SimConfig.profile("demo"), **m)) for m in SIM_MODELS.values() if m]
+    return out
+
+
 def simulated_with_corpus(bench: Benchmark, corpus, prompts: str | None = None, sim_config=None) -> Benchmark:
     """The simulated benchmark with another corpus (e.g. a POS corpus file): same images, text features of
     the new names from the same simulated text encoder (names without a WordNet sense get their first
@@ -545,8 +559,11 @@ class Runner(Pipeline):
             raise KeyError(f"Unknown set {name!r}; this benchmark has ID test, shifted {list(b.shifted)} "
                            f"and OOD {list(b.ood)}.")
         if self.max_eval is not None and len(fs) > self.max_eval:
-            idx = _subsample(len(fs), self.max_eval, f"{self.settings.seed}:{fs.name}")
-            fs = FeatureSet(fs.name, fs.features[idx], None if fs.labels is None else fs.labels[idx])
+            def sub(fs=fs):
+                idx = _subsample(len(fs), self.max_eval, f"{self.settings.seed}:{fs.name}")
+                return FeatureSet(fs.name, fs.features[idx], None if fs.labels is None else fs.labels[idx])
+
+            fs = self._cached(("subset", fs.name), sub)  # one tensor per set: background_lse memoises on it
         return fs
 
     def scores(self, method: str, set_name: str, **params) -> np.ndarray:
@@ -889,7 +906,10 @@ def table3_row(run: Runner, corpus_label: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def table3(cfg: Config, corpora=("wordnet-in21k", "wordnet-n", "wordnet-na"), pos_corpus_file: str | None = None,
+TABLE3_CORPORA = ("wordnet-in21k", "wordnet-n", "wordnet-na")
+
+
+def table3(cfg: Config, corpora=TABLE3_CORPORA, pos_corpus_file: str | None = None,
            pos_corpus_name: str = "POS-NA") -> pd.DataFrame:
     """Table 3: one row per (corpus, method). POS corpora cannot be shipped: with ``pos_corpus_file``
     (one concept per line, or ``word,pos`` CSV) the file and the file ∪ Y_GT are added."""

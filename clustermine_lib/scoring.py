@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .corpus import Corpus, clean
-from .mining import Mined, _complement
+from .mining import Mined, complement
 
 DEFAULT_BUDGET = 2**26
 
@@ -134,24 +134,48 @@ def zero_shot_top1(image: torch.Tensor, text: torch.Tensor, budget: int = DEFAUL
 
 
 def eq1_logit(image: torch.Tensor, pos_text: torch.Tensor, neg_text: torch.Tensor, tau: float,
-              budget: int = DEFAULT_BUDGET, device=None) -> torch.Tensor:
+              budget: int = DEFAULT_BUDGET, device=None, neg_lse: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 1 as a log-odds: ``log S - log(1 - S) = LSE_pos(h·z/τ) - LSE_neg(h·z/τ)``, shape (N,).
 
     Monotone in S, so AUROC/FPR95 are identical, but it does not saturate at S = 1 in floating
     point (with τ = 0.001 most ID images have 1 - S far below float64's epsilon).
     image: (N, D); pos_text: (P, D); neg_text: (Q, D), Q may be 0 (then +inf is avoided by
     returning LSE_pos, i.e. S = 1 for all, as a plain ranking by positive mass).
+    neg_lse: optional (N,) ``lse_rows`` of more negatives (a part of Y_neg shared by several label
+    sets, computed once): Y_neg is then ``neg_text`` plus those; the masses are added, never subtracted.
     """
     tau = check_tau(tau)
     named = [(pos_text, "positive text features")] + [(neg_text, "negative text features")] * bool(len(neg_text))
     text = normalized_rows(*named)
     image = check_features(image, "image features", text.shape[1])
+    if neg_lse is not None and tuple(neg_lse.shape) != (image.shape[0],):
+        raise ValueError(f"neg_lse has shape {tuple(neg_lse.shape)}; it must be (N,) = ({image.shape[0]},), "
+                         "one value per image (lse_rows of the same images).")
     n_pos = pos_text.shape[0]
     out = torch.empty(image.shape[0])
     for rows, logits in similarity_chunks(image, text, budget, device, scale=1.0 / tau):
-        lse_pos = _lse_(logits[:, :n_pos])
-        lse_neg = _lse_(logits[:, n_pos:]) if logits.shape[1] > n_pos else 0.0
-        out[rows] = (lse_pos - lse_neg).cpu()
+        lse_pos = _lse_(logits[:, :n_pos]).cpu()
+        lse_neg = _lse_(logits[:, n_pos:]).cpu() if logits.shape[1] > n_pos else None
+        if neg_lse is not None:
+            shared = neg_lse[rows].to(lse_pos)
+            lse_neg = shared if lse_neg is None else torch.logaddexp(lse_neg, shared)
+        out[rows] = lse_pos - (0.0 if lse_neg is None else lse_neg)
+    return out
+
+
+def lse_rows(image: torch.Tensor, text: torch.Tensor, tau: float, budget: int = DEFAULT_BUDGET,
+             device=None) -> torch.Tensor:
+    """(N,) ``log Σ_k exp(h·z_k/τ)`` over all rows of ``text`` (K, D): the ``neg_lse`` of ``eq1_logit``.
+
+    Label sets that share most of their negatives (PosMine and ClusterMine at every M and C share
+    the corpus minus the candidate concepts) compute this big part once per image set.
+    """
+    tau = check_tau(tau)
+    text = check_features(text, "text features")
+    image = check_features(image, "image features", text.shape[1])
+    out = torch.empty(image.shape[0])
+    for rows, logits in similarity_chunks(image, text, budget, device, scale=1.0 / tau):
+        out[rows] = _lse_(logits).cpu()
     return out
 
 
@@ -738,5 +762,5 @@ def augment_positives(class_text: torch.Tensor, corpus_text: torch.Tensor, corpu
     n = _check_k(n_aug, len(cand), "augmentation labels")
     aug = cand[torch.sort(top1[cand], descending=True, stable=True).indices[:n]]
     pos = torch.tensor(sorted(set(found) | set(aug.tolist())), dtype=torch.long)
-    return Mined("GT+aug", pos, _complement(pos, len(corpus)), [corpus.names[i] for i in pos.tolist()],
+    return Mined("GT+aug", pos, complement(pos, len(corpus)), [corpus.names[i] for i in pos.tolist()],
                  torch.ones(len(pos), dtype=torch.long), {"aug": aug, "n_aug": n, "missing": missing})

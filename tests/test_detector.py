@@ -46,3 +46,23 @@ def test_pipeline_table_all_gt_methods(tiny_bench):
     # far OOD (plants) is easier than near OOD (cousins) for MCM on the simulation
     mcm = table[table.method == "MCM"].set_index("ood_set").auroc
     assert mcm["iNat"] > mcm["NINCO"]
+
+
+def test_pipeline_posmine_clustermine_share_the_corpus_pass(tiny_bench, monkeypatch):
+    """PosMine and ClusterMine (any M, C) score with one full-corpus pass per image set; the scores
+    equal Eq. 1 on Y_pos and the whole complement Y_neg."""
+    b = tiny_bench
+    pipe = Pipeline(b, Settings.for_benchmark(b, progress=False))
+    calls = []
+    real = scoring.lse_rows
+    monkeypatch.setattr(scoring, "lse_rows", lambda x, *a, **k: calls.append(len(x)) or real(x, *a, **k))
+    x = b.test.features
+    for method, params in (("PosMine", {}), ("PosMine", {"m": 2}), ("ClusterMine", {})):
+        mined = pipe.mined(method, **params)
+        assert bool(torch.isin(mined.pos, pipe.candidates()).all())
+        ref = scoring.eq1_logit(x, b.corpus_text[mined.pos], b.corpus_text[mined.neg], pipe.tau)
+        torch.testing.assert_close(pipe.score_fn(method, **params)(x), ref, rtol=1e-5, atol=1e-4)
+    assert calls == [len(x)]  # the corpus minus the candidates: once for all three label sets
+    pruned = pipe.mined("PosMine", neg_k=100)
+    ref = scoring.eq1_logit(x, b.corpus_text[pruned.pos], b.corpus_text[pruned.neg], pipe.tau)
+    assert torch.equal(pipe.score_fn("PosMine", neg_k=100)(x), ref)  # pruned Y_neg: the direct path

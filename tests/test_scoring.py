@@ -56,6 +56,21 @@ def test_eq1_dense_and_chunked(data):
                                got.numpy(), rtol=1e-5)
 
 
+def test_eq1_with_a_shared_negative_part_equals_eq1_on_all_negatives(data):
+    # Y_neg split in two: the big part's mass given as neg_lse (lse_rows), the rest as neg_text
+    tau = 0.05
+    shared, rest = data["neg"][:8], data["neg"][8:]
+    lse = S.lse_rows(data["img"], shared, tau)
+    np.testing.assert_allclose(lse.numpy(), np.log(np.exp(cos(data["img"], shared) / tau).sum(1)), rtol=1e-5)
+    whole = S.eq1_logit(data["img"], data["pos"], data["neg"], tau)
+    for text in (rest, rest[:0]):  # with and without negatives of its own
+        lse_all = lse if len(text) else S.lse_rows(data["img"], data["neg"], tau)
+        split = S.eq1_logit(data["img"], data["pos"], text, tau, budget=TINY, neg_lse=lse_all)
+        torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="neg_lse has shape"):
+        S.eq1_logit(data["img"], data["pos"], rest, tau, neg_lse=lse[:3])
+
+
 def test_mcm_dense(data):
     s = cos(data["img"], data["pos"])
     dense = np.exp(s).max(1) / np.exp(s).sum(1)
