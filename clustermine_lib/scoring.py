@@ -5,6 +5,8 @@ CLIP's zero-shot logit before the logit scale), unit-normalised here. Work over 
 over images so memory holds at most ``rows x K`` similarities, never ``N x K``
 (``rows = max(1, budget // K)``, ``budget`` elements; default 2**26 = 256 MiB of float32, one buffer
 reused for every chunk: smaller chunks leave the matrix multiply well below its rate, see benchmarks/).
+Corpus-wide reductions that merge across columns (top-1, logsumexp: ``zero_shot_top1``, ``lse_rows``,
+``eq1_logit``) use ``similarity_tiles`` instead: on the CPU, 512 x 4096 tiles that stay in cache.
 
 Temperature. The paper sets "τ 10 times smaller than the pretraining temperature". We read this
 literally: CLIP's pretraining temperature is ``T = 1 / logit_scale`` (0.01 for logit_scale = 100), so
@@ -71,7 +73,9 @@ def check_matrix(x: torch.Tensor, name: str, dim: int | None = None) -> torch.Te
                          "image and text features must come from the same CLIP model.")
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty (0 rows).")
-    if not torch.isfinite(x).all():
+    # one sum first (a NaN/Inf element always makes it non-finite; ~20x cheaper than isfinite on a
+    # corpus matrix); only a non-finite sum, or a finite one that overflowed, needs the element check
+    if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
         bad = (~torch.isfinite(x)).any(dim=1).nonzero().flatten()[:5].tolist()
         raise ValueError(f"{name} contains NaN/Inf (rows {bad}...); recompute or drop those features.")
     return x
@@ -105,16 +109,42 @@ def similarity_chunks(image: torch.Tensor, text: torch.Tensor, budget: int = DEF
     Every chunk is written into the same buffer: it is valid until the next iteration and may be
     overwritten in place by the caller.
     """
-    device = device or text.device
+    for rows, _, sim in _blocks(image, text, budget, device, scale, tiled=False):
+        yield rows, sim
+
+
+def similarity_tiles(image: torch.Tensor, text: torch.Tensor, budget: int = DEFAULT_BUDGET,
+                     device=None, scale: float | None = None) -> Iterator[tuple[slice, slice, torch.Tensor]]:
+    """Yield ``(rows, cols, scale · image[rows] @ text[cols].T)`` tiles, shape (r, c), covering all pairs.
+
+    For reductions over a whole corpus row (top-1, logsumexp) that can be merged across column blocks.
+    On the CPU a tile is at most ``TILE_ROWS x TILE_COLS`` (8 MiB), so the reduction's passes over it
+    run in cache instead of re-reading a (rows x K) chunk from memory: corpus-wide logsumexp and top-1
+    ~1.5-2x faster on the 2-core machine (benchmarks/results/findings-2026-11-23.md). On other devices
+    a tile is a whole ``similarity_chunks`` chunk (all columns). Same inputs and buffer rule as there.
+    """
+    return _blocks(image, text, budget, device, scale, tiled=True)
+
+
+def _blocks(image, text, budget, device, scale, tiled: bool):
+    device = torch.device(device or text.device)
     text_t = text.to(device).T
-    step = rows_per_chunk(text.shape[0], budget)
-    buf = torch.empty(min(step, image.shape[0]), text.shape[0], device=device)
-    for start in range(0, image.shape[0], step):
-        rows = slice(start, min(start + step, image.shape[0]))
+    n, k = image.shape[0], text.shape[0]
+    tiled = tiled and device.type == "cpu"
+    width = min(k, TILE_COLS) if tiled else k
+    step = min(rows_per_chunk(width, budget), TILE_ROWS if tiled else n)
+    buf = torch.empty(min(step, n), width, device=device)
+    for start in range(0, n, step):
+        rows = slice(start, min(start + step, n))
         chunk = image[rows].to(device, non_blocking=True)
         if scale is not None:
             chunk = chunk * scale
-        yield rows, torch.mm(chunk, text_t, out=buf[: chunk.shape[0]])
+        for col in range(0, k, width):
+            cols = slice(col, min(col + width, k))
+            yield rows, cols, torch.mm(chunk, text_t[:, cols], out=buf[: chunk.shape[0], : cols.stop - col])
+
+
+TILE_ROWS, TILE_COLS = 512, 4096  # CPU tile of ``similarity_tiles`` (measured best of 256-2000 x 2048-16384)
 
 
 def zero_shot_top1(image: torch.Tensor, text: torch.Tensor, budget: int = DEFAULT_BUDGET,
@@ -122,14 +152,33 @@ def zero_shot_top1(image: torch.Tensor, text: torch.Tensor, budget: int = DEFAUL
     """Zero-shot top-1 concept of each image: ``(index (N,) long, cosine (N,) float)``.
 
     image: (N, D), text: (K, D). Argmax of the cosine = argmax of any softmax over the same texts.
+    Over column tiles only the row maxima are kept (``amax``: ~8x cheaper than ``max`` with indices
+    on the CPU); the argmax is then taken inside each row's best tile, a product of 1 / (number of
+    tiles) of the work.
     """
     text = check_features(text, "text features")
     image = check_features(image, "image features", text.shape[1])
-    idx = torch.empty(image.shape[0], dtype=torch.long)
-    val = torch.empty(image.shape[0])
-    for rows, sim in similarity_chunks(image, text, budget, device):
-        v, i = sim.max(dim=1)
-        idx[rows], val[rows] = i.cpu(), v.cpu()
+    n, k = image.shape[0], text.shape[0]
+    idx = torch.empty(n, dtype=torch.long)
+    val = torch.full((n,), -math.inf)
+    best_tile = torch.zeros(n, dtype=torch.long)
+    width = k
+    for rows, cols, sim in similarity_tiles(image, text, budget, device):
+        if cols.stop - cols.start == k:  # the tile is the whole row
+            v, i = sim.max(dim=1)
+            idx[rows], val[rows] = i.cpu(), v.cpu()
+            continue
+        width = cols.stop - cols.start if cols.start == 0 else width
+        v = sim.amax(dim=1).cpu()
+        better = v > val[rows]
+        val[rows] = torch.where(better, v, val[rows])
+        best_tile[rows] = torch.where(better, cols.start, best_tile[rows])
+    if width < k:
+        for start in best_tile.unique().tolist():
+            sel = (best_tile == start).nonzero().squeeze(1)
+            for rows, sim in similarity_chunks(image[sel], text[start:start + width], budget, device):
+                v, i = sim.max(dim=1)
+                idx[sel[rows]], val[sel[rows]] = i.cpu() + start, v.cpu()
     return idx, val
 
 
@@ -145,22 +194,18 @@ def eq1_logit(image: torch.Tensor, pos_text: torch.Tensor, neg_text: torch.Tenso
     sets, computed once): Y_neg is then ``neg_text`` plus those; the masses are added, never subtracted.
     """
     tau = check_tau(tau)
-    named = [(pos_text, "positive text features")] + [(neg_text, "negative text features")] * bool(len(neg_text))
-    text = normalized_rows(*named)
-    image = check_features(image, "image features", text.shape[1])
+    pos = check_features(pos_text, "positive text features")
+    neg = check_features(neg_text, "negative text features", pos.shape[1]) if len(neg_text) else None
+    image = check_features(image, "image features", pos.shape[1])
     if neg_lse is not None and tuple(neg_lse.shape) != (image.shape[0],):
         raise ValueError(f"neg_lse has shape {tuple(neg_lse.shape)}; it must be (N,) = ({image.shape[0]},), "
                          "one value per image (lse_rows of the same images).")
-    n_pos = pos_text.shape[0]
-    out = torch.empty(image.shape[0])
-    for rows, logits in similarity_chunks(image, text, budget, device, scale=1.0 / tau):
-        lse_pos = _lse_(logits[:, :n_pos]).cpu()
-        lse_neg = _lse_(logits[:, n_pos:]).cpu() if logits.shape[1] > n_pos else None
-        if neg_lse is not None:
-            shared = neg_lse[rows].to(lse_pos)
-            lse_neg = shared if lse_neg is None else torch.logaddexp(lse_neg, shared)
-        out[rows] = lse_pos - (0.0 if lse_neg is None else lse_neg)
-    return out
+    lse_pos = _lse_tiles(image, pos, tau, budget, device)
+    parts = ([_lse_tiles(image, neg, tau, budget, device)] if neg is not None else []) + \
+            ([neg_lse.float().cpu()] if neg_lse is not None else [])
+    if not parts:
+        return lse_pos
+    return lse_pos - (parts[0] if len(parts) == 1 else torch.logaddexp(*parts))
 
 
 def lse_rows(image: torch.Tensor, text: torch.Tensor, tau: float, budget: int = DEFAULT_BUDGET,
@@ -172,10 +217,14 @@ def lse_rows(image: torch.Tensor, text: torch.Tensor, tau: float, budget: int = 
     """
     tau = check_tau(tau)
     text = check_features(text, "text features")
-    image = check_features(image, "image features", text.shape[1])
-    out = torch.empty(image.shape[0])
-    for rows, logits in similarity_chunks(image, text, budget, device, scale=1.0 / tau):
-        out[rows] = _lse_(logits).cpu()
+    return _lse_tiles(check_features(image, "image features", text.shape[1]), text, tau, budget, device)
+
+
+def _lse_tiles(image: torch.Tensor, text: torch.Tensor, tau: float, budget: int, device) -> torch.Tensor:
+    """(N,) logsumexp of ``image @ text.T / tau`` (both normalised), merged across column tiles (CPU)."""
+    out = torch.full((image.shape[0],), -math.inf)
+    for rows, _, logits in similarity_tiles(image, text, budget, device, scale=1.0 / tau):
+        out[rows] = torch.logaddexp(out[rows], _lse_(logits).cpu())
     return out
 
 

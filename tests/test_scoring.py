@@ -46,6 +46,23 @@ def test_zero_shot_top1_dense_and_chunked(data):
     assert torch.equal(idx, idx2) and torch.allclose(val, val2)
 
 
+def test_corpus_passes_merged_across_column_tiles_equal_the_dense_formulas(data, monkeypatch):
+    # tiles of 3 images x 4 texts: the last tile of each row block is partial in both directions
+    monkeypatch.setattr(S, "TILE_ROWS", 3)
+    monkeypatch.setattr(S, "TILE_COLS", 4)
+    tau = 0.05
+    sim = cos(data["img"], data["neg"])
+    idx, val = S.zero_shot_top1(data["img"], data["neg"])
+    assert idx.tolist() == sim.argmax(1).tolist()
+    np.testing.assert_allclose(val.numpy(), sim.max(1), atol=1e-6)
+    np.testing.assert_allclose(S.lse_rows(data["img"], data["neg"], tau).numpy(),
+                               np.log(np.exp(sim / tau).sum(1)), rtol=1e-5)
+    sp = cos(data["img"], data["pos"]) / tau
+    dense = np.log(np.exp(sp).sum(1)) - np.log(np.exp(sim / tau).sum(1))
+    np.testing.assert_allclose(S.eq1_logit(data["img"], data["pos"], data["neg"], tau).numpy(), dense,
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_eq1_dense_and_chunked(data):
     tau = 0.05
     sp, sn = cos(data["img"], data["pos"]) / tau, cos(data["img"], data["neg"]) / tau
