@@ -53,7 +53,7 @@ test:  ## unit tests, then every notebook executed by nbval and its outputs comp
 test-fast:  ## unit tests only
 	$(PY) -m pytest tests -x
 
-demo:  ## ClusterMine vs MCM and PosMine on the simulated benchmark (CPU, < 2 min)
+demo:  ## ClusterMine vs MCM and PosMine on the simulated benchmark (CPU, ~30 s)
 	$(PY) -m clustermine_lib.cli demo --seed $(SEED) $(if $(METHODS),--methods $(METHODS))
 
 bench:  ## speed and memory benchmarks, as ratios to this machine's matmul rate
