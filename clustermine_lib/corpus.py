@@ -28,7 +28,8 @@ CORPORA = {
     "wordnet-na": "WordNet 3.0 nouns + adjectives (paper default)",
     "wordnet-in21k": "WordNet synsets of ImageNet-21K (offsets shipped by timm)",
 }
-PREPROCESS = ("dedup-1-lemma", "dup-1-lemma", "dup-all-lemmas")
+DEFAULT_PREPROCESS = "dedup-1-lemma"  # the paper's: duplicates removed, one lemma per synset
+PREPROCESS = (DEFAULT_PREPROCESS, "dup-1-lemma", "dup-all-lemmas")
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def _write_tsv_atomic(path: Path, c: Corpus) -> None:
     os.replace(tmp, path)
 
 
-def load_corpus(corpus: str = "wordnet-na", preprocess: str = "dedup-1-lemma", cache: bool = True) -> Corpus:
+def load_corpus(corpus: str = "wordnet-na", preprocess: str = DEFAULT_PREPROCESS, cache: bool = True) -> Corpus:
     """Build (or read from the project cache) a registered corpus; see the module docstring."""
     if corpus not in CORPORA:
         raise ValueError(f"Unknown corpus {corpus!r}. Known corpora: {sorted(CORPORA)}; "

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from .benchmark import OOD_SETS, Benchmark, FeatureSet
-from .corpus import Corpus, load_corpus
+from .corpus import DEFAULT_PREPROCESS, Corpus, load_corpus
 from .datasets import ImageListDataset, collate_skip, dataset_dir, list_images, resolve_data_root, resolve_dataset
 from .models import (DEFAULT_MODEL, LoadedModel, check_checkpoint, default_device, file_fingerprint, load_model,
                      model_id as _model_id, model_identity, resolve_model)
@@ -552,7 +552,7 @@ def cached_knn(model, pretrained=None, dataset: str = "imagenet-train", k: int =
 
 # ----------------------------------------------------------------------------- the Benchmark
 def make_command(ref: _ModelRef, datasets, corpus=None, prompts=None, data_root=None, cache_dir=None,
-                 preprocess: str = "dedup-1-lemma") -> str:
+                 preprocess: str = DEFAULT_PREPROCESS) -> str:
     """The ``make features`` line that creates the given features (DATASET=text: text features only)."""
     parts = ["make features", f"MODEL={ref.spec.arch}"]
     if ref.spec.pretrained:
@@ -567,7 +567,7 @@ def make_command(ref: _ModelRef, datasets, corpus=None, prompts=None, data_root=
         parts.append(f"CORPUS={corpus}")
     if prompts:
         parts.append(f"PROMPTS={prompts}")
-    if corpus and preprocess != "dedup-1-lemma":
+    if corpus and preprocess != DEFAULT_PREPROCESS:
         parts.append(f'FEATURE_ARGS="--corpus-preprocess {preprocess}"')
     if datasets:
         root = data_root or os.environ.get("DATA_ROOT") or "/path/to/data"
@@ -578,7 +578,7 @@ def make_command(ref: _ModelRef, datasets, corpus=None, prompts=None, data_root=
 
 
 def _missing_message(ref, missing, datasets, corpus, prompts, cache_dir, data_root=None,
-                     preprocess: str = "dedup-1-lemma") -> str:
+                     preprocess: str = DEFAULT_PREPROCESS) -> str:
     return (f"Cached features of {ref.model_id} are missing:\n  - " + "\n  - ".join(missing) +
             "\nMake them on a GPU machine (docs/gpu_workflow.md) with:\n  " +
             make_command(ref, datasets, corpus, prompts, data_root, cache_dir, preprocess))
@@ -598,7 +598,7 @@ def _class_synsets() -> list[str]:
 
 def load_benchmark(model=DEFAULT_MODEL, pretrained=None, corpus="wordnet-na", prompts="simple-7", cache_dir=None,
                    id_dataset: str = "imagenet", ood=OOD_SETS, shifted=(), *, checkpoint=None,
-                   preprocess: str = "dedup-1-lemma", data_root=None) -> Benchmark:
+                   preprocess: str = DEFAULT_PREPROCESS, data_root=None) -> Benchmark:
     """Assemble cached real CLIP features into a ``Benchmark`` (same container as the simulated one).
 
     train / test = ``<id_dataset>-train`` / ``-val``; ``ood`` and ``shifted`` name registered
@@ -674,7 +674,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None,
                    help="feature cache (default: $CLUSTERMINE_CACHE/features or <repo>/.cache/features)")
     p.add_argument("--corpus", default="wordnet-na", help="registered corpus for text features")
-    p.add_argument("--corpus-preprocess", default="dedup-1-lemma")
+    p.add_argument("--corpus-preprocess", default=DEFAULT_PREPROCESS)
     p.add_argument("--prompts", default="simple-7", help="comma-separated prompt sets")
     p.add_argument("--no-text", action="store_true", help="skip the corpus and class-name text features")
     p.add_argument("--knn", type=int, default=0, help="also cache the k-NN of imagenet-train features (TEMI)")

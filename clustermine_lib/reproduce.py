@@ -45,6 +45,7 @@ with warnings.catch_warnings():  # tqdm.auto warns once on stderr in a kernel wi
 
 from . import analysis, metrics, paper
 from .benchmark import EXTRA_OOD_SETS, OOD_SETS, SHIFTED_SETS, Benchmark, FeatureSet
+from .corpus import DEFAULT_PREPROCESS
 from .experiments import METHODS, Pipeline, Settings
 
 PROFILES = ("demo", "paper")
@@ -247,7 +248,7 @@ def check_parameters(namespace: dict, declared: Iterable[str] | None = None,
 # ================================================================================================
 # Benchmarks and the cached pipeline
 # ================================================================================================
-def load_benchmark(cfg: Config, ood=OOD_SETS, shifted=(), *, corpus=None, preprocess: str = "dedup-1-lemma",
+def load_benchmark(cfg: Config, ood=OOD_SETS, shifted=(), *, corpus=None, preprocess: str = DEFAULT_PREPROCESS,
                    prompts: str | None = None, model: str | None = None, pretrained: str | None = None,
                    sim_config=None) -> Benchmark:
     """The benchmark of the profile: ``make_benchmark('demo', ...)`` or cached real features.
@@ -297,7 +298,7 @@ def check_features(cfg: Config, variants: Iterable[dict], datasets=None) -> None
     from .corpus import Corpus
 
     for v in variants:
-        corpus, preprocess = v.get("corpus", cfg.corpus), v.get("preprocess", "dedup-1-lemma")
+        corpus, preprocess = v.get("corpus", cfg.corpus), v.get("preprocess", DEFAULT_PREPROCESS)
         prompts = v.get("prompts", cfg.prompts)
         if isinstance(corpus, Corpus):
             continue  # a custom corpus is checked (and explained) by features.load_benchmark
@@ -324,7 +325,7 @@ def demo_variants(cfg: Config) -> list[dict]:
 
     out = [{}]
     out += [dict(corpus=c) for c in TABLE3_CORPORA if c != cfg.corpus]
-    out += [dict(preprocess=v) for v in TABLE6_VARIANTS if v != "dedup-1-lemma"]
+    out += [dict(preprocess=v) for v in TABLE6_VARIANTS if v != DEFAULT_PREPROCESS]
     out += [dict(prompts=p) for p in PROMPT_NAMES if p != cfg.prompts]
     out += [dict(sim_config=replace(SimConfig.profile("demo"), **m)) for m in SIM_MODELS.values() if m]
     return out

@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 
 from .benchmark import Benchmark, FeatureSet
-from .corpus import Corpus, clean, load_corpus
+from .corpus import DEFAULT_PREPROCESS, Corpus, clean, load_corpus
 from .prompts import DEFAULT_PROMPTS, get_prompts
 
 SIM_VERSION = 5
@@ -399,7 +399,7 @@ SCENE_ID_SHARE = {"Places": 0.5, "SUN": 0.25}
 
 # ----------------------------------------------------------------------------- the benchmark
 def make_benchmark(size: str = "demo", seed: int = 0, corpus: str = "wordnet-na",
-                   preprocess: str = "dedup-1-lemma", prompts: str = DEFAULT_PROMPTS,
+                   preprocess: str = DEFAULT_PREPROCESS, prompts: str = DEFAULT_PROMPTS,
                    config: SimConfig | None = None, cache: bool = True) -> Benchmark:
     """The SIMULATED benchmark (module docstring) as a ``Benchmark``; deterministic for a seed.
 
