@@ -105,8 +105,7 @@ class Pipeline:
         b = self.bench
         hit = self._cache.get(("background", id(x)))
         if hit is None or hit[0] is not x:
-            rest = self._cached("rest_text", lambda: scoring.check_features(
-                b.corpus_text[mining.complement(self.candidates(), len(b.corpus))], "corpus text features"))
+            rest = self._cached("rest_text", lambda: b.corpus_text[mining.complement(self.candidates(), len(b.corpus))])
             hit = (x, scoring.lse_rows(x, rest, self.tau, device=self.settings.device))
             self._cache[("background", id(x))] = hit
         return hit[1]
