@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .scoring import LSE_FLOOR
+from .dense import LSE_FLOOR
 
 __all__ = ["knn_indices", "TEMIConfig", "TEMIResult", "fit_temi", "temi_head_losses"]
 

@@ -5,27 +5,18 @@ are the positive class and scores are "higher = more ID"; FPR95 is the fraction 
 above the threshold that keeps 95 % of ID samples. ``id_positive=False`` is OpenOOD's convention:
 OOD is the positive class and the score is negated, i.e. FPR95 is the fraction of ID samples flagged
 at the threshold that catches 95 % of OOD samples.
-Ties are handled exactly (AUROC equals ``sklearn.metrics.roc_auc_score``).
+Ties are handled exactly (AUROC equals ``sklearn.metrics.roc_auc_score``). Scores: tensors, arrays or
+lists (``validation.check_scores``: non-empty, finite, float64).
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-
-def _as_numpy(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().double().numpy()
-    x = np.asarray(x, dtype=np.float64).ravel()
-    if x.size == 0:
-        raise ValueError("Empty score array: every ID and OOD set needs at least one sample.")
-    if not np.isfinite(x).all():
-        raise ValueError("Scores contain NaN or Inf; check the features and tau.")
-    return x
+from .validation import check_scores
 
 
 def _pos_neg(id_scores, ood_scores, id_positive: bool):
-    s_id, s_ood = _as_numpy(id_scores), _as_numpy(ood_scores)
+    s_id, s_ood = check_scores(id_scores, "ID scores"), check_scores(ood_scores, "OOD scores")
     return (s_id, s_ood) if id_positive else (-s_ood, -s_id)
 
 

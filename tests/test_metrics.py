@@ -43,5 +43,18 @@ def test_torch_input_and_percent():
 def test_bad_scores():
     with pytest.raises(ValueError, match="NaN"):
         metrics.auroc([1.0, float("nan")], [0.0])
-    with pytest.raises(ValueError, match="Empty"):
+    with pytest.raises(ValueError, match="ID scores are empty"):
         metrics.auroc([], [0.0])
+    with pytest.raises(ValueError, match="OOD scores contain NaN"):
+        metrics.fpr95([0.0], [np.inf])
+
+
+def test_numpy_torch_and_list_input_agree():
+    rng = np.random.default_rng(3)
+    s_id, s_ood = rng.normal(1, 1, 50).astype(np.float32), rng.normal(0, 1, 40).astype(np.float32)
+    expected = metrics.evaluate(s_id, s_ood)
+    assert metrics.evaluate(torch.from_numpy(s_id), torch.from_numpy(s_ood)) == expected
+    assert metrics.evaluate(s_id.tolist(), s_ood.tolist()) == expected
+    assert metrics.evaluate(s_id[:, None], torch.from_numpy(s_ood).double()) == expected  # (N, 1) is raveled
+    for fn in (metrics.auroc, metrics.fpr95):
+        assert fn(s_id, s_ood, id_positive=False) == fn(torch.from_numpy(s_id), s_ood.tolist(), id_positive=False)
