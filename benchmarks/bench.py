@@ -51,7 +51,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from clustermine_lib import clustering, scoring  # noqa: E402
+from clustermine_lib import clustering, dense, mining, scoring  # noqa: E402
+from clustermine_lib.fileio import atomic_write  # noqa: E402
+from clustermine_lib.validation import check_features, check_positive  # noqa: E402
 
 MB = 2**20
 T0 = time.perf_counter()
@@ -138,14 +140,14 @@ class Table:
 
 # ================================================================================================
 # section C (--why) only: the library's fixes switched off one at a time. Whatever the library does
-# itself is called from it (similarity_chunks, normalized_rows, _lse_, quantile_rows, _row_stat); the
+# itself is called from it (similarity_chunks, normalized_rows, lse_, quantile_rows, row_stat); the
 # scratch code below is only what the library no longer does.
 # ================================================================================================
 
 def _fresh_chunks(image, text, budget, scale=None):
-    """``scoring.similarity_chunks`` without its reused buffer: a fresh (r, K) result per chunk, so the
+    """``dense.similarity_chunks`` without its reused buffer: a fresh (r, K) result per chunk, so the
     allocator maps and page-faults a new block every time (the library before 5d30061)."""
-    step = scoring.rows_per_chunk(text.shape[0], budget)
+    step = dense.rows_per_chunk(text.shape[0], budget)
     for start in range(0, image.shape[0], step):
         rows = slice(start, min(start + step, image.shape[0]))
         a = image[rows] if scale is None else image[rows] * scale
@@ -153,7 +155,7 @@ def _fresh_chunks(image, text, budget, scale=None):
 
 
 def _lse_unclamped_(x: torch.Tensor) -> torch.Tensor:
-    """``scoring._lse_`` without its ``clamp_min_``: exp_ then meets inputs far below -87, its slow path."""
+    """``dense.lse_`` without its ``clamp_min_``: exp_ then meets inputs far below -87, its slow path."""
     m = x.amax(dim=-1, keepdim=True)
     return x.sub_(m).exp_().sum(dim=-1).log_().add_(m.squeeze(-1))
 
@@ -162,18 +164,18 @@ def eq1_ablation(image, pos_text, neg_text, tau, budget, lse: str = "clamped", f
                  reuse: bool = True):
     """``scoring.eq1_logit`` with fixes switched off (with all of them on, call the library itself).
 
-    lse: "torch" (``torch.logsumexp``) or "clamped" (``scoring._lse_``, in place); fold: 1/tau multiplies
-    the (r, D) image chunk (else a fresh ``sim / tau`` (r, K) copy); reuse: ``scoring.similarity_chunks``
+    lse: "torch" (``torch.logsumexp``) or "clamped" (``dense.lse_``, in place); fold: 1/tau multiplies
+    the (r, D) image chunk (else a fresh ``sim / tau`` (r, K) copy); reuse: ``dense.similarity_chunks``
     (one buffer) vs. a fresh chunk each time. The text is always ``torch.cat`` of two normalised copies,
     and a chunk spans all K columns: the library's ``eq1_logit`` instead passes over Y_pos and Y_neg
-    separately in cache-sized column tiles (``scoring.similarity_tiles``), the last step of the ladder.
+    separately in cache-sized column tiles (``dense.similarity_tiles``), the last step of the ladder.
     """
-    tau = scoring.check_tau(tau)
+    tau = check_positive(tau, "tau")
     d, n_pos = pos_text.shape[1], pos_text.shape[0]
-    text = torch.cat([scoring.check_features(pos_text, "pos"), scoring.check_features(neg_text, "neg", d)])
-    image = scoring.check_features(image, "image features", d)
-    chunks = scoring.similarity_chunks if reuse else _fresh_chunks
-    lse_ = scoring._lse_ if lse == "clamped" else (lambda x: torch.logsumexp(x, dim=-1))
+    text = torch.cat([check_features(pos_text, "pos"), check_features(neg_text, "neg", d)])
+    image = check_features(image, "image features", d)
+    chunks = dense.similarity_chunks if reuse else _fresh_chunks
+    lse_ = dense.lse_ if lse == "clamped" else (lambda x: torch.logsumexp(x, dim=-1))
     out = torch.empty(image.shape[0])
     for rows, sim in chunks(image, text, budget, scale=(1.0 / tau) if fold else None):
         logits = sim if fold else sim / tau
@@ -182,17 +184,41 @@ def eq1_ablation(image, pos_text, neg_text, tau, budget, lse: str = "clamped", f
 
 
 def select_negatives_by_sort(pos_text, corpus_text, candidates, k, quantile=0.95):
-    """``scoring.select_negatives`` with ``torch.quantile`` (a full sort of every row) in place of the
-    library's ``quantile_rows`` (partial topk): the same ``_row_stat`` chunking, only the reduction differs."""
-    pos = scoring.check_features(pos_text, "positive text features")
-    stat = scoring._row_stat(corpus_text, pos, lambda s: torch.quantile(s, quantile, dim=1),
-                             scoring.DEFAULT_BUDGET, None, candidates)
+    """``mining.select_negatives`` with ``torch.quantile`` (a full sort of every row) in place of the
+    library's ``quantile_rows`` (partial topk): the same ``row_stat`` chunking, only the reduction differs."""
+    pos = check_features(pos_text, "positive text features")
+    stat = dense.row_stat(corpus_text, pos, lambda s: torch.quantile(s, quantile, dim=1),
+                          dense.DEFAULT_BUDGET, None, candidates)
     return candidates[torch.sort(stat, stable=True).indices[:k]]
 
 
 # ================================================================================================
 # TEMI: one training step, batched (as fit_temi) or a per-head loop, from the module's building blocks
 # ================================================================================================
+
+class _LogSumExp(torch.autograd.Function):
+    """TEMI's differentiable logsumexp, (..., C) -> (...), as ``clustering`` had it (this file was its
+    only user): terms floored at ``dense.LSE_FLOOR`` below the row's max; its gradient is the softmax
+    kept from the forward pass. Section C times it beside torch's and the library's."""
+
+    @staticmethod
+    def forward(ctx, x):
+        m = x.amax(dim=-1, keepdim=True)
+        e = (x - m).clamp_min_(dense.LSE_FLOOR).exp_()
+        total = e.sum(dim=-1, keepdim=True)
+        ctx.save_for_backward(e, total)
+        return total.log().add_(m).squeeze(-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        e, total = ctx.saved_tensors
+        return e * (grad.unsqueeze(-1) / total)
+
+
+def _logsumexp(x: torch.Tensor) -> torch.Tensor:
+    """logsumexp over the last dim, differentiable; see ``_LogSumExp``."""
+    return _LogSumExp.apply(x)
+
 
 def temi_setup(x: torch.Tensor, cfg, per_head: bool, device: torch.device):
     """Student/teacher parameter sets and AdamW, exactly as ``fit_temi`` builds them.
@@ -236,7 +262,7 @@ def temi_step(student, teacher, pk, opt, xb, cfg, lr, m):
             with torch.no_grad():
                 a = cfg.beta * pt[h:h + 1].log() - pk[h:h + 1].log().unsqueeze(1)
                 a = torch.cat([a[:, b:], a[:, :b]], dim=1)
-            lp = clustering._logsumexp(cfg.beta * s + a) - cfg.beta * clustering._logsumexp(s)
+            lp = _logsumexp(cfg.beta * s + a) - cfg.beta * _logsumexp(s)
             per.append(-(weight * lp).mean(dim=1))
         losses = torch.cat(per)
     opt.zero_grad(set_to_none=True)
@@ -331,7 +357,7 @@ def _mem_op(op: str, n: int, k: int, d: int, p: int, extra: dict):
     cpu = torch.device("cpu")
     if op == "top1":
         img, txt = unit_rows(n, d, cpu, 1), unit_rows(k, d, cpu, 2)
-        return lambda: scoring.zero_shot_top1(img, txt)
+        return lambda: dense.zero_shot_top1(img, txt)
     if op == "eq1":
         img = unit_rows(n, d, cpu, 1)
         pos, neg = unit_rows(p, d, cpu, 2), unit_rows(k - p, d, cpu, 3)
@@ -340,7 +366,7 @@ def _mem_op(op: str, n: int, k: int, d: int, p: int, extra: dict):
         pos, corpus = unit_rows(n, d, cpu, 2), unit_rows(k, d, cpu, 3)
         cand = torch.arange(n, k)
         keep = min(10_000, (k - n) // 2)
-        return lambda: scoring.select_negatives(pos, corpus, cand, keep)
+        return lambda: mining.select_negatives(pos, corpus, cand, keep)
     if op == "knn":
         x = unit_rows(n, d, cpu, 1)
         return lambda: clustering.knn_indices(x, k=extra.get("kk", 50))
@@ -456,14 +482,14 @@ def section_scoring(tab: Table, args, device, n, k, d, p, gpu=False):
     pos, neg = unit_rows(p, d, device, 2), unit_rows(k - p, d, device, 3)
     text = torch.cat([pos, neg])
     flop = 2.0 * n * k * d
-    rows = scoring.rows_per_chunk(k)
+    rows = dense.rows_per_chunk(k)
     chunk_mem = f"chunk {fmt_bytes(min(rows, n) * k * 4)}"
     n_ch = math.ceil(n / rows)
-    chunks = (f"budget {_lg(scoring.DEFAULT_BUDGET)} = {rows} rows/chunk, one reused buffer "
+    chunks = (f"budget {_lg(dense.DEFAULT_BUDGET)} = {rows} rows/chunk, one reused buffer "
               f"({n_ch} chunk{'s' * (n_ch > 1)})")
     if torch.device(device).type == "cpu":  # top-1 and Eq. 1 run over cache-sized column tiles there
-        chunk_mem = f"tile {fmt_bytes(min(scoring.TILE_ROWS, n) * min(scoring.TILE_COLS, k) * 4)}"
-        chunks = f"{scoring.TILE_ROWS} x {scoring.TILE_COLS} column tiles (scoring.similarity_tiles), one reused buffer"
+        chunk_mem = f"tile {fmt_bytes(min(dense.TILE_ROWS, n) * min(dense.TILE_COLS, k) * 4)}"
+        chunks = f"{dense.TILE_ROWS} x {dense.TILE_COLS} column tiles (dense.similarity_tiles), one reused buffer"
     ref_mm = RefMM(img, text, device)
     t_mm, _ = best_of(ref_mm.run, args.reps, device)
     shape = f"N={n} K={k} D={d}"
@@ -472,7 +498,7 @@ def section_scoring(tab: Table, args, device, n, k, d, p, gpu=False):
             "the machine's own matmul rate (output preallocated); re-timed next to each row below"
             + ("; in row blocks (N x K does not fit)" if ref_mm.blocked else ""))
     sim = img[:CHECK_ROWS] @ text.T  # plain torch on the first rows, to check the library's results
-    t, tr, got = paired(lambda: scoring.zero_shot_top1(img, text, device=dev), ref_mm, args.reps, device)
+    t, tr, got = paired(lambda: dense.zero_shot_top1(img, text, device=dev), ref_mm, args.reps, device)
     same = bool(torch.equal(got[0][:CHECK_ROWS], sim.argmax(dim=1).cpu()))
     tab.add(sec, f"zero_shot_top1 (library){tag}", shape, t, flop / t / 1e9, tr / t, chunk_mem,
             f"{chunks}; argmax = torch's on the first {CHECK_ROWS} rows: {same}")
@@ -491,11 +517,11 @@ def section_scoring(tab: Table, args, device, n, k, d, p, gpu=False):
     cand = torch.arange(p, k, device=text.device)
     nshape = f"Q={q} P={p} D={d}"
     tab.add(sec, f"torch.mm reference (Q x D) @ (D x P){tag}", nshape, t_mm2, nflop / t_mm2 / 1e9, 1.0, "-", "")
-    t, tr, _ = paired(lambda: scoring.select_negatives(pos, text, cand, 10_000, device=dev), ref_mm2, args.reps,
+    t, tr, _ = paired(lambda: mining.select_negatives(pos, text, cand, 10_000, device=dev), ref_mm2, args.reps,
                       device)
-    nrows = min(scoring.rows_per_chunk(p), q)
+    nrows = min(dense.rows_per_chunk(p), q)
     tab.add(sec, f"select_negatives / NegLabel K=10000 (library){tag}", nshape, t, nflop / t / 1e9, tr / t,
-            f"chunk {fmt_bytes(nrows * p * 4)}", f"{nrows} candidates/chunk; quantile by topk (scoring.quantile_rows)")
+            f"chunk {fmt_bytes(nrows * p * 4)}", f"{nrows} candidates/chunk; quantile by topk (dense.quantile_rows)")
     del img, pos, neg, text, ref_mm2
     gc.collect()
 
@@ -510,32 +536,32 @@ def section_variants(tab: Table, args, n, k, d, p, quick=False):
     flop = 2.0 * n * k * d
     ref_mm = RefMM(img, text, dev)
     t_mm, _ = best_of(ref_mm.run, args.reps)
-    lib = _lg(scoring.DEFAULT_BUDGET)
+    lib = _lg(dense.DEFAULT_BUDGET)
     tab.add("C", "torch.mm reference", f"N={n} K={k} D={d}", t_mm, flop / t_mm / 1e9, 1.0, "-",
             f"reference for the C rows, re-timed next to each; N = one chunk at {lib}")
     # 1. chunked matmul alone (nothing done with the chunk): chunk size, fresh vs reused buffer
     plan = [(2**24, False), (2**24, True), (2**26, True)] if quick else \
         [(2**22, True), (2**24, False), (2**24, True), (2**25, True), (2**26, True)]
     for budget, reuse in plan:
-        rows = scoring.rows_per_chunk(k, budget)
+        rows = dense.rows_per_chunk(k, budget)
 
         def run(budget=budget, reuse=reuse):
-            for _ in (scoring.similarity_chunks if reuse else _fresh_chunks)(img, text, budget):
+            for _ in (dense.similarity_chunks if reuse else _fresh_chunks)(img, text, budget):
                 pass
         t, tr, _ = paired(run, ref_mm, args.reps, dev)
-        name = "reused buffer (scoring.similarity_chunks)" if reuse else "fresh chunk each time (scratch)"
+        name = "reused buffer (dense.similarity_chunks)" if reuse else "fresh chunk each time (scratch)"
         tab.add("C", f"chunked mm only, {name}", f"budget {_lg(budget)} = {rows} rows", t, flop / t / 1e9, tr / t,
                 fmt_bytes(min(rows, n) * k * 4),
                 "= the reference product: its distance from 1.00 is this run's noise" if rows >= n else "")
     # 2. Eq. 1, the fixes added one at a time (the last ones are the library itself)
     steps = [("Eq.1, no fix: torch.logsumexp, sim / tau copy, fresh chunks (scratch)", 2**24,
               dict(lse="torch", fold=False, reuse=False)),
-             ("+ clamped in-place logsumexp (scoring._lse_)", 2**24, dict(lse="clamped", fold=False, reuse=False)),
+             ("+ clamped in-place logsumexp (dense.lse_)", 2**24, dict(lse="clamped", fold=False, reuse=False)),
              ("+ 1/tau folded into the (r x D) image chunk", 2**24, dict(lse="clamped", fold=True, reuse=False)),
-             ("+ one reused chunk buffer (scoring.similarity_chunks)", 2**24, dict(lse="clamped", fold=True, reuse=True)),
+             ("+ one reused chunk buffer (dense.similarity_chunks)", 2**24, dict(lse="clamped", fold=True, reuse=True)),
              ("  same, library default budget (the library before column tiles)", 2**26,
               dict(lse="clamped", fold=True, reuse=True)),
-             ("+ column tiles (scoring.similarity_tiles) = scoring.eq1_logit", 2**26, None)]
+             ("+ column tiles (dense.similarity_tiles) = scoring.eq1_logit", 2**26, None)]
     if quick:
         steps = [steps[0], steps[1], steps[4], steps[5]]
     ref = None
@@ -546,21 +572,21 @@ def section_variants(tab: Table, args, n, k, d, p, quick=False):
             fn = lambda budget=budget, kw=kw: eq1_ablation(img, pos, neg, 1e-3, budget, **kw)  # noqa: E731
         t, tr, got = paired(fn, ref_mm, args.reps, dev)
         ref = got if ref is None else ref
-        mem = min(scoring.TILE_ROWS, n) * min(scoring.TILE_COLS, k) if kw is None and dev.type == "cpu" \
-            else min(scoring.rows_per_chunk(k, budget), n) * k
+        mem = min(dense.TILE_ROWS, n) * min(dense.TILE_COLS, k) if kw is None and dev.type == "cpu" \
+            else min(dense.rows_per_chunk(k, budget), n) * k
         tab.add("C", name, f"budget {_lg(budget)}", t, flop / t / 1e9, tr / t, fmt_bytes(mem * 4),
                 f"max abs diff vs the first row {float((got - ref).abs().max()):.1e}")
     # 3. what each elementwise pass costs per element of one 2^24-element block (the cost per element
     # does not depend on the block's size)
-    rows = scoring.rows_per_chunk(k, 2**24)
+    rows = dense.rows_per_chunk(k, 2**24)
     blk = img[:rows] @ text.T / 1e-3
     spare = torch.empty_like(blk)
     del ref_mm
     per_mm = t_mm / (n * k) * 1e9
     for name, fn in [("torch.logsumexp", lambda: torch.logsumexp(blk, dim=1)),
-                     ("clustering._logsumexp (TEMI's)", lambda: clustering._logsumexp(blk)),
+                     ("TEMI's autograd logsumexp (_logsumexp here)", lambda: _logsumexp(blk)),
                      ("in-place logsumexp, no clamp (scratch)", lambda: _lse_unclamped_(spare.copy_(blk))),
-                     ("scoring._lse_ (in place, clamp_min_(-80))", lambda: scoring._lse_(spare.copy_(blk))),
+                     ("dense.lse_ (in place, clamp_min_(-80))", lambda: dense.lse_(spare.copy_(blk))),
                      ("  (copy_ into a spare buffer, included in the two above)", lambda: spare.copy_(blk)),
                      ("sim / tau (fresh copy)", lambda: blk / 1e-3),
                      ("exp_ on logits - max (range ~ -300..0)", lambda: spare.copy_(blk).sub_(blk.amax(1, True)).exp_()),
@@ -574,7 +600,7 @@ def section_variants(tab: Table, args, n, k, d, p, quick=False):
                 out = []
                 for part in (x[:, :n_pos], x[:, n_pos:]):
                     m = part.amax(1, keepdim=True)
-                    z = (part - m).clamp_min(scoring.LSE_FLOOR) if clamp else part - m
+                    z = (part - m).clamp_min(dense.LSE_FLOOR) if clamp else part - m
                     out.append(z.exp().sum(1).log() + m.squeeze(1))
                 return out[0] - out[1]
             t0 = time.perf_counter()
@@ -586,15 +612,15 @@ def section_variants(tab: Table, args, n, k, d, p, quick=False):
                     f"one block {rows} x {k}", t, None, None, "",
                     f"{t / blk.numel() * 1e9:.2f} ns/elem; compile {tc:.0f} s; max abs diff {err:.1e}")
     del blk, spare
-    # 4. NegLabel: the 0.95-quantile by a full sort (torch.quantile) vs. by topk (scoring.quantile_rows)
-    rows_q = scoring.rows_per_chunk(p, 2**24)
+    # 4. NegLabel: the 0.95-quantile by a full sort (torch.quantile) vs. by topk (dense.quantile_rows)
+    rows_q = dense.rows_per_chunk(p, 2**24)
     cand_blk = text[p:p + rows_q]
     sblk = cand_blk @ pos.T
     tm, _ = best_of(lambda: torch.mm(cand_blk, pos.T, out=sblk), args.reps)
     tq, vq = best_of(lambda: torch.quantile(sblk, 0.95, dim=1), args.reps)
-    tk, vk = best_of(lambda: scoring.quantile_rows(sblk, 0.95), args.reps)
+    tk, vk = best_of(lambda: dense.quantile_rows(sblk, 0.95), args.reps)
     ulp = float(((vk - vq).abs() / (torch.finfo(torch.float32).eps * vq.abs().clamp_min(1e-30))).max())
-    tab.add("C", "NegLabel, one block: mm / torch.quantile / scoring.quantile_rows", f"{rows_q} x {p}", tq, None, None,
+    tab.add("C", "NegLabel, one block: mm / torch.quantile / dense.quantile_rows", f"{rows_q} x {p}", tq, None, None,
             "", f"mm {tm * 1e3:.0f} ms, torch.quantile {tq * 1e3:.0f} ms, quantile_rows (topk) {tk * 1e3:.0f} ms; "
             f"values differ by <= {ulp:.1f} ulp")
     del sblk
@@ -603,7 +629,7 @@ def section_variants(tab: Table, args, n, k, d, p, quick=False):
     ref_mm2 = RefMM(neg, pos, dev)
     cand = torch.arange(p, k)
     nshape = f"Q={q} P={p} D={d}"
-    t, tr, lib_sel = paired(lambda: scoring.select_negatives(pos, text, cand, 10_000), ref_mm2, args.reps, dev)
+    t, tr, lib_sel = paired(lambda: mining.select_negatives(pos, text, cand, 10_000), ref_mm2, args.reps, dev)
     tab.add("C", "select_negatives (library: quantile_rows, by topk)", nshape, t, nflop / t / 1e9, tr / t, "",
             "reference: a plain (Q x D) @ (D x P) torch.mm, re-timed next to each of these two rows")
     t, tr, got = paired(lambda: select_negatives_by_sort(pos, text, cand, 10_000), ref_mm2, args.reps, dev)
@@ -626,23 +652,23 @@ def section_variants(tab: Table, args, n, k, d, p, quick=False):
 
 def mem_model(op: str, n: int, k: int, d: int, p: int) -> tuple[int, int, str]:
     """Analytic peak of a library step: (bytes, of which per image, what)."""
-    rows = min(scoring.rows_per_chunk(k), n)
+    rows = min(dense.rows_per_chunk(k), n)
     if op == "top1":
         return (k * d * 4 + rows * k * 4 + n * (d * 4 + 12), d * 4 + 12,
-                f"normalised text copy + one reused buffer of min(N, {scoring.rows_per_chunk(k)}) x K "
+                f"normalised text copy + one reused buffer of min(N, {dense.rows_per_chunk(k)}) x K "
                 "+ normalised images")
     if op == "eq1":
         return (k * d * 4 + rows * k * 4 + rows * d * 4 + n * (d * 4 + 4), d * 4 + 4,
                 "one normalised text copy (P + Q) + one reused chunk buffer + the scaled image chunk + normalised images")
     if op == "neglabel":  # n = P positives, k = corpus; candidates = the Q = k - P others
         q = k - n
-        r = min(scoring.rows_per_chunk(n), q)
+        r = min(dense.rows_per_chunk(n), q)
         top = n - math.floor(0.95 * (n - 1))  # topk width of quantile_rows at q = 0.95
         peak = r * d * 4 + max(r * d * 5, r * n * 4 + r * top * 12) + q * 24 + n * d * 4
         return (peak, 0,
                 f"r normalised candidate rows (r x D) + the larger of (their gathered copy + isfinite mask) and "
                 f"(the reused r x P buffer, first written after that copy is freed, + topk's r x {top}), "
-                f"r = min(2^26 / P, Q) = {r}: grows with the corpus up to {scoring.rows_per_chunk(n)} "
+                f"r = min(2^26 / P, Q) = {r}: grows with the corpus up to {dense.rows_per_chunk(n)} "
                 f"candidates, then stays; no corpus-sized copy")
     raise ValueError(op)
 
@@ -819,11 +845,11 @@ def section_gpu(tab: Table, args, device, scale=1.0):
     t_mm, _ = best_of(ref_mm.run, 1, device)
     tab.add("G", "torch.mm reference [GPU]", f"N={n} K={k} D={d}", t_mm, flop / t_mm / 1e9, 1.0, "",
             "row blocks of 4 GiB into one buffer (N x K does not fit)")
-    for budget in (scoring.DEFAULT_BUDGET, 2**28):
-        default = " = default" if budget == scoring.DEFAULT_BUDGET else ""
+    for budget in (dense.DEFAULT_BUDGET, 2**28):
+        default = " = default" if budget == dense.DEFAULT_BUDGET else ""
         name = f"zero_shot_top1 (library, budget {_lg(budget)}{default}) [GPU]"
         base = mark()
-        t, _ = best_of(lambda: scoring.zero_shot_top1(img, text, budget, device=device), 1, device)
+        t, _ = best_of(lambda: dense.zero_shot_top1(img, text, budget, device=device), 1, device)
         tab.add("G", name, f"N={n} K={k} D={d}", t, flop / t / 1e9, t_mm / t, fmt_bytes(peak_since(base)), "best of 1")
     del img, text, ref_mm
     gc.collect()
@@ -882,19 +908,6 @@ def host_info() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 METHOD = """\
 How to read this (details: benchmarks/README.md)
 - time: best of {reps} wall-clock runs (other jobs may share this machine: see the load averages above).
@@ -906,7 +919,7 @@ How to read this (details: benchmarks/README.md)
   up on tiny shapes, the kernel's RSS high-water mark reset (/proc/self/clear_refs) and read (VmHWM) before
   and after one run. tracemalloc does not see torch's allocations, hence RSS. "model" = the analytic count.
   "chunk" in A = min(N, rows_per_chunk(K, budget)) * K * 4 bytes, the one buffer every chunk is written into;
-  "tile" = TILE_ROWS x TILE_COLS * 4 bytes, the CPU's column tile for top-1 and Eq. 1 (scoring.similarity_tiles).
+  "tile" = TILE_ROWS x TILE_COLS * 4 bytes, the CPU's column tile for top-1 and Eq. 1 (dense.similarity_tiles).
 - rows in A, B, D, E, F and G run the library itself (clustermine_lib). Section C, only with --why, switches
   the library's fixes off one at a time with scratch helpers written in benchmarks/bench.py; its rows that
   call the library name the function.
@@ -966,7 +979,7 @@ def main(argv=None) -> int:
     cpu = torch.device("cpu")
     K, D, P = 79_403, 512, 1000  # WordNet nouns+adjectives corpus, CLIP ViT-B/16 width, 1000 positives
     q = args.quick
-    n_c = scoring.rows_per_chunk(K)  # 845 = one chunk at the library's 2^26, four at 2^24
+    n_c = dense.rows_per_chunk(K)  # 845 = one chunk at the library's 2^26, four at 2^24
     n_a = args.n or (n_c if q else 2000)  # quick: one chunk; full: as in the findings of 2026-11-23
     mem_ns = (1000, 2000) if q else (1000, 2500)
     mem_ops = ("top1", "eq1")
@@ -1048,7 +1061,7 @@ def main(argv=None) -> int:
                + (f"-only-{''.join(sorted(only))}" if args.only else "") + ("-gpu" if gpu else ""))
         name = f"{host}-{_dt.date.today().isoformat()}{tag}.md"  # other runs do not overwrite the default table
         path = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / name
-        write_atomic(path, text)
+        atomic_write(path, text)
         print(f"wrote {path}")
     return 0
 
