@@ -19,7 +19,7 @@ Every concept keeps its synset id (``dog.n.01``) when it has one, so WordNet dis
 from __future__ import annotations
 
 import csv
-import os
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,7 @@ CORPORA = {
     "wordnet-na": "WordNet 3.0 nouns + adjectives (paper default)",
     "wordnet-in21k": "WordNet synsets of ImageNet-21K (offsets shipped by timm)",
 }
+DEFAULT_CORPUS = "wordnet-na"  # the paper's Y_corpus
 DEFAULT_PREPROCESS = "dedup-1-lemma"  # the paper's: duplicates removed, one lemma per synset
 PREPROCESS = (DEFAULT_PREPROCESS, "dup-1-lemma", "dup-all-lemmas")
 
@@ -133,16 +134,15 @@ def _cache_path(corpus: str, preprocess: str) -> Path:
     return cache_dir() / "corpora" / f"{corpus}.{preprocess}.v1.tsv"
 
 
-def _write_tsv_atomic(path: Path, c: Corpus) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f, delimiter="\t", lineterminator="\n")
-        w.writerows(zip(c.names, c.synsets, c.pos))
-    os.replace(tmp, path)
+def _write_tsv(path: Path, c: Corpus) -> None:
+    from .fileio import atomic_write
+
+    buf = io.StringIO(newline="")
+    csv.writer(buf, delimiter="\t", lineterminator="\n").writerows(zip(c.names, c.synsets, c.pos))
+    atomic_write(path, buf.getvalue())
 
 
-def load_corpus(corpus: str = "wordnet-na", preprocess: str = DEFAULT_PREPROCESS, cache: bool = True) -> Corpus:
+def load_corpus(corpus: str = DEFAULT_CORPUS, preprocess: str = DEFAULT_PREPROCESS, cache: bool = True) -> Corpus:
     """Build (or read from the project cache) a registered corpus; see the module docstring."""
     if corpus not in CORPORA:
         raise ValueError(f"Unknown corpus {corpus!r}. Known corpora: {sorted(CORPORA)}; "
@@ -151,11 +151,11 @@ def load_corpus(corpus: str = "wordnet-na", preprocess: str = DEFAULT_PREPROCESS
         raise ValueError(f"Unknown corpus pre-processing {preprocess!r}. Choose one of {list(PREPROCESS)}.")
     path = _cache_path(corpus, preprocess)
     if cache and path.exists():
-        rows = [line.split("\t") for line in path.read_text().splitlines()]
+        rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()]
         return Corpus(corpus, tuple(r[0] for r in rows), tuple(r[1] for r in rows), tuple(r[2] for r in rows))
     result = _build(_synset_entries(_wordnet_synsets(corpus), preprocess), corpus, preprocess)
     if cache:
-        _write_tsv_atomic(path, result)
+        _write_tsv(path, result)
     return result
 
 

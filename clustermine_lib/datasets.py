@@ -149,6 +149,13 @@ def imagenet_wnids() -> tuple[str, ...]:
     return wnids
 
 
+def imagenet_classnames() -> list[str]:
+    """Y_GT: open_clip's 1000 ImageNet class names, in class-index (sorted wnid) order."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    return list(IMAGENET_CLASSNAMES)
+
+
 def resolve_data_root(data_root=None) -> Path:
     """``data_root`` if given, else ``$DATA_ROOT``."""
     root = data_root if data_root is not None else os.environ.get("DATA_ROOT")

@@ -292,9 +292,3 @@ def load_model(name: str | ModelSpec = DEFAULT_MODEL, pretrained: str | None = N
     with torch.inference_mode():
         loaded.dim = int(model.encode_text(tokenizer(["a"]).to(device)).shape[-1])
     return loaded
-
-
-def describe_models() -> str:
-    """The registry as a small text table (for notebooks and ``--help``)."""
-    rows = [f"{k:34s} {s.family:9s} {s.note}" for k, s in MODELS.items()]
-    return "\n".join(rows)

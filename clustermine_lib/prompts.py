@@ -48,7 +48,3 @@ def get_prompts(name: str = DEFAULT_PROMPTS) -> list[str]:
     if name not in PROMPT_SETS:
         raise ValueError(f"Unknown prompt set {name!r}. Known prompt sets: {sorted(PROMPT_SETS)}.")
     return list(PROMPT_SETS[name])
-
-
-def fill(templates: list[str], concept: str) -> list[str]:
-    return [t.format(concept) for t in templates]

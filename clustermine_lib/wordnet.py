@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path
+
+from .fileio import atomic_write
 
 DEBIAN_DIR = Path("/usr/share/wordnet")
 # The 45 lexicographer files of WordNet 3.0 (lexnames(5WN)); fixed by the WordNet release.
@@ -50,7 +51,8 @@ def lexnames_text() -> str:
 
 
 def install_from_debian(root: Path | None = None, source: Path = DEBIAN_DIR) -> Path:
-    """Copy Debian's WordNet files into ``<root>/corpora/wordnet`` atomically; return the data root."""
+    """Copy Debian's WordNet files into ``<root>/corpora/wordnet`` atomically (a folder built beside it,
+    then renamed into place: no reader sees half a copy); return the data root."""
     root = Path(root) if root else cache_dir() / "nltk_data"
     target = root / "corpora" / "wordnet"
     if (target / "lexnames").exists():
@@ -58,15 +60,23 @@ def install_from_debian(root: Path | None = None, source: Path = DEBIAN_DIR) -> 
     missing = [f for f in NEEDED if not (source / f).exists()]
     if missing:
         raise FileNotFoundError(f"{source} lacks {missing}; install wordnet-base and wordnet-sense-index.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".wordnet-"))
-    for f in NEEDED:
-        shutil.copyfile(source / f, tmp / f)
-    (tmp / "lexnames").write_text(lexnames_text())
+    made = []
+
+    def fill(tmp: Path) -> None:  # a private folder, renamed into place whole by atomic_write
+        made.append(tmp)
+        tmp.mkdir()
+        for f in NEEDED:
+            shutil.copyfile(source / f, tmp / f)
+        (tmp / "lexnames").write_text(lexnames_text())
+
     try:
-        os.replace(tmp, target)
-    except OSError:  # another process won the race
-        shutil.rmtree(tmp, ignore_errors=True)
+        atomic_write(target, fill)
+    except OSError:
+        for tmp in made:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "lexnames").exists():
+            raise
+        # else another process won the race: its copy is complete
     return root
 
 

@@ -1,6 +1,6 @@
-"""Feature extraction, cache, resume, torchrun sharding, model/dataset registries and load_benchmark,
-with a tiny randomly initialised open_clip model (~3.4M parameters, 32x32 images) saved as a local
-checkpoint, on small generated PNG folders (one corrupt file). No network, no real weights."""
+"""Feature extraction, cache, resume, torchrun sharding, model/dataset registries, load_benchmark and the
+check_cached preflight, with a tiny randomly initialised open_clip model (~3.4M parameters, 32x32 images)
+saved as a local checkpoint, on small generated PNG folders (one corrupt file). No network, no real weights."""
 from __future__ import annotations
 
 import json
@@ -20,6 +20,8 @@ import torch
 open_clip = pytest.importorskip("open_clip")
 
 from clustermine_lib import datasets as D  # noqa: E402
+from clustermine_lib import extract as E  # noqa: E402
+from clustermine_lib import feature_store as S  # noqa: E402
 from clustermine_lib import features as F  # noqa: E402
 from clustermine_lib import models as M  # noqa: E402
 from clustermine_lib.benchmark import Benchmark  # noqa: E402
@@ -148,7 +150,7 @@ def test_seeded_subset(tiny, monkeypatch):
 # ----------------------------------------------------------------------------- cache
 def test_extract_cache_reload_and_hit(tiny, tmp_path, monkeypatch):
     kw = _kw(tiny, tmp_path)
-    first = F.extract_image_features(TINY, None, "NINCO", **kw)
+    first = E.extract_image_features(TINY, None, "NINCO", **kw)
     assert first.features.shape == (5, 32) and first.skipped == ["some_class/broken.png"]
     assert torch.allclose(first.features.norm(dim=1), torch.ones(5), atol=1e-5)
     assert (first.labels == -1).all() and first.meta["logit_scale"] == pytest.approx(1 / 0.07, rel=1e-5)
@@ -160,27 +162,27 @@ def test_extract_cache_reload_and_hit(tiny, tmp_path, monkeypatch):
         ref = torch.nn.functional.normalize(m.model.encode_image(torch.stack([ds[i][0] for i in first.index])), dim=-1)
     assert torch.allclose(first.features, ref, atol=1e-6)
 
-    reloaded = F.load_image_features(TINY, None, "NINCO", checkpoint=tiny["ckpt"], cache_dir=tmp_path)
+    reloaded = E.load_image_features(TINY, None, "NINCO", checkpoint=tiny["ckpt"], cache_dir=tmp_path)
     assert torch.equal(first.features, reloaded.features) and torch.equal(first.index, reloaded.index)
 
     def boom(*a, **k):
         raise AssertionError("cache hit must not load the model")
 
-    monkeypatch.setattr(F, "load_model", boom)
-    again = F.extract_image_features(TINY, None, "NINCO", **kw)
+    monkeypatch.setattr(E, "load_model", boom)
+    again = E.extract_image_features(TINY, None, "NINCO", **kw)
     assert torch.equal(first.features, again.features)
 
 
 def test_text_features_and_prompt_invalidation(tiny, tmp_path, monkeypatch):
     calls = []
-    real = F._compute_text_shard
-    monkeypatch.setattr(F, "_compute_text_shard", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = E._compute_text_shard
+    monkeypatch.setattr(E, "_compute_text_shard", lambda *a, **k: calls.append(1) or real(*a, **k))
     kw = dict(checkpoint=tiny["ckpt"], cache_dir=tmp_path, progress=False)
     names = ["dog", "golden retriever", "car"]
-    a = F.extract_text_features(TINY, None, names, name="toy", prompts="ming-5", **kw)
-    b = F.extract_text_features(TINY, None, names, name="toy", prompts="ming-5", **kw)
+    a = E.extract_text_features(TINY, None, names, name="toy", prompts="ming-5", **kw)
+    b = E.extract_text_features(TINY, None, names, name="toy", prompts="ming-5", **kw)
     assert len(calls) == 1 and torch.equal(a.features, b.features)
-    c = F.extract_text_features(TINY, None, names, name="toy", prompts="basic", **kw)
+    c = E.extract_text_features(TINY, None, names, name="toy", prompts="basic", **kw)
     assert len(calls) == 2 and not torch.allclose(a.features, c.features)
     assert a.meta["prompts"] == "ming-5" and len(a.meta["templates"]) == 5
     # a concept's feature = normalised mean of its normalised template features
@@ -195,7 +197,7 @@ def test_text_features_and_prompt_invalidation(tiny, tmp_path, monkeypatch):
 
 def test_resume_after_kill_recomputes_only_the_rest(tiny, tmp_path, monkeypatch):
     kw = dict(_kw(tiny, tmp_path / "killed"), shard_size=4)
-    real_save = F._save_shard
+    real_save = S.save_shard
     saved = []
 
     def save_then_die(*a, **k):
@@ -204,18 +206,18 @@ def test_resume_after_kill_recomputes_only_the_rest(tiny, tmp_path, monkeypatch)
         real_save(*a, **k)
         saved.append(1)
 
-    monkeypatch.setattr(F, "_save_shard", save_then_die)
+    monkeypatch.setattr(S, "save_shard", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        F.extract_image_features(TINY, None, "imagenet-train", **kw)
-    monkeypatch.setattr(F, "_save_shard", real_save)
+        E.extract_image_features(TINY, None, "imagenet-train", **kw)
+    monkeypatch.setattr(S, "save_shard", real_save)
 
     computed = []
-    real_compute = F._compute_image_shard
-    monkeypatch.setattr(F, "_compute_image_shard", lambda ref, ds, s, e, *a: computed.append((s, e)) or
+    real_compute = E._compute_image_shard
+    monkeypatch.setattr(E, "_compute_image_shard", lambda ref, ds, s, e, *a: computed.append((s, e)) or
                         real_compute(ref, ds, s, e, *a))
-    resumed = F.extract_image_features(TINY, None, "imagenet-train", **kw)
+    resumed = E.extract_image_features(TINY, None, "imagenet-train", **kw)
     assert computed == [(4, 8), (8, 12)]
-    fresh = F.extract_image_features(TINY, None, "imagenet-train", **dict(kw, cache_dir=tmp_path / "fresh"))
+    fresh = E.extract_image_features(TINY, None, "imagenet-train", **dict(kw, cache_dir=tmp_path / "fresh"))
     assert torch.equal(resumed.features, fresh.features) and torch.equal(resumed.labels, fresh.labels)
     assert resumed.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
 
@@ -224,7 +226,7 @@ def test_torchrun_two_processes_equal_one(tiny, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # torchrun children run with OMP_NUM_THREADS=1: same kernels, same bits
     try:
-        single = F.extract_image_features(TINY, None, "imagenet-train", **dict(_kw(tiny, tmp_path / "one"),
+        single = E.extract_image_features(TINY, None, "imagenet-train", **dict(_kw(tiny, tmp_path / "one"),
                                                                                shard_size=3))
     finally:
         torch.set_num_threads(threads)
@@ -236,7 +238,7 @@ def test_torchrun_two_processes_equal_one(tiny, tmp_path):
            "--shard-size", "3", "--num-workers", "0", "--device", "cpu", "--no-text", "--no-progress"]
     run = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    two = F.load_image_features(TINY, None, "imagenet-train", checkpoint=tiny["ckpt"], cache_dir=tmp_path / "two")
+    two = E.load_image_features(TINY, None, "imagenet-train", checkpoint=tiny["ckpt"], cache_dir=tmp_path / "two")
     assert two.meta["world_size"] == 2 and len(two.meta["shards"]) == 4
     assert torch.equal(single.features, two.features)
     assert torch.equal(single.labels, two.labels) and torch.equal(single.index, two.index)
@@ -253,10 +255,10 @@ def test_load_benchmark_from_cached_features(tiny, tmp_path, monkeypatch):
     assert "CHECKPOINT=" in msg and "extract_text_features" in msg
 
     for d in ("imagenet-train", "imagenet-val", "NINCO", "IN-O"):
-        F.extract_image_features(TINY, None, d, **kw)
-    F.extract_text_features(TINY, None, corpus.names, name="toy", prompts="basic", checkpoint=tiny["ckpt"],
+        E.extract_image_features(TINY, None, d, **kw)
+    E.extract_text_features(TINY, None, corpus.names, name="toy", prompts="basic", checkpoint=tiny["ckpt"],
                             cache_dir=tmp_path, progress=False)
-    F.extract_text_features(TINY, None, F.imagenet_classnames(), name="imagenet-classes", prompts="basic",
+    E.extract_text_features(TINY, None, D.imagenet_classnames(), name="imagenet-classes", prompts="basic",
                             checkpoint=tiny["ckpt"], cache_dir=tmp_path, progress=False, batch_size=2000)
     monkeypatch.setattr(F, "_class_synsets", lambda: ["tench.n.01"] + [""] * 999)  # no WordNet needed here
     bench = F.load_benchmark(TINY, None, corpus, "basic", tmp_path, ood=["NINCO", "ImageNet-O"],
@@ -271,13 +273,42 @@ def test_load_benchmark_from_cached_features(tiny, tmp_path, monkeypatch):
         F.load_benchmark(TINY, None, corpus, "basic", tmp_path, ood=["NINCO"], shifted=["ImageNet-R"],
                          checkpoint=tiny["ckpt"])
 
-    knn = F.cached_knn(TINY, None, "imagenet-train", k=3, checkpoint=tiny["ckpt"], cache_dir=tmp_path)
+    knn = E.cached_knn(TINY, None, "imagenet-train", k=3, checkpoint=tiny["ckpt"], cache_dir=tmp_path)
     assert knn.shape == (12, 3) and not (knn == torch.arange(12)[:, None]).any()
     import clustermine_lib.clustering as C
 
     monkeypatch.setattr(C, "knn_indices", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
-    assert torch.equal(knn, F.cached_knn(TINY, None, "imagenet-train", k=3, checkpoint=tiny["ckpt"],
+    assert torch.equal(knn, E.cached_knn(TINY, None, "imagenet-train", k=3, checkpoint=tiny["ckpt"],
                                          cache_dir=tmp_path))
+
+
+def test_check_cached_lists_every_missing_cache_with_its_command(tiny, tmp_path):
+    """One FileNotFoundError naming the missing image and text caches (not the present ones), each
+    group with the `make features` line that makes it; nothing missing: None."""
+    corpus = Corpus("toy", ("dog", "cat", "car"), ("",) * 3, ("n",) * 3)
+    E.extract_image_features(TINY, None, "NINCO", **_kw(tiny, tmp_path))
+    E.extract_text_features(TINY, None, corpus.names, name="toy", prompts="basic", checkpoint=tiny["ckpt"],
+                            cache_dir=tmp_path, progress=False)
+    with pytest.raises(FileNotFoundError) as err:
+        F.check_cached(TINY, checkpoint=tiny["ckpt"], datasets=["NINCO", "ImageNet-O"], cache_dir=tmp_path,
+                       data_root=tiny["data"], text=[dict(corpus=corpus, prompts="basic"),
+                                                     dict(corpus="wordnet-n", prompts="ming-5")])
+    msg = str(err.value)
+    lines = msg.splitlines()
+    cmd = f"make features MODEL={TINY} CHECKPOINT={tiny['ckpt']}"
+    assert f"{cmd} DATASET=IN-O DATA_ROOT={tiny['data']} CACHE_DIR={tmp_path}" in msg
+    assert f"{cmd} DATASET=text PROMPTS=basic CACHE_DIR={tmp_path}" in msg  # the class names under basic
+    assert f"{cmd} DATASET=text CORPUS=wordnet-n PROMPTS=ming-5 CACHE_DIR={tmp_path}" in msg
+    missing = [ln.split(" (")[0] for ln in lines if ln.startswith("  - ")]
+    assert missing == ["  - image features of IN-O", "  - text features of imagenet-classes x basic",
+                       "  - text features of wordnet-n-dedup-1-lemma x ming-5",
+                       "  - text features of imagenet-classes x ming-5"]
+    assert sum("to make them: make features" in ln for ln in lines) == 3
+    assert F.check_cached(TINY, checkpoint=tiny["ckpt"], datasets=["NINCO"], cache_dir=tmp_path) is None
+    with pytest.raises(FileNotFoundError, match=r"(?s)image features of IN-O.*make features .*DATASET=IN-O"):
+        E.load_image_features(TINY, None, "IN-O", checkpoint=tiny["ckpt"], cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="text variants take the keys"):
+        F.check_cached(TINY, checkpoint=tiny["ckpt"], text=[dict(prompt="basic")], cache_dir=tmp_path)
 
 
 # ----------------------------------------------------------------------------- `make features`
@@ -289,7 +320,7 @@ def test_make_features_with_local_checkpoint(tiny, tmp_path):
            f"PY={sys.executable}", "FEATURE_ARGS=--no-text --num-workers 0 --device cpu --no-progress"]
     run = subprocess.run(cmd, env=dict(os.environ, HF_HUB_OFFLINE="1"), capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    got = F.load_image_features(TINY, None, "imagenet-val", checkpoint=tiny["ckpt"], cache_dir=cache)
-    direct = F.extract_image_features(TINY, None, "imagenet-val", **_kw(tiny, tmp_path / "direct"))
+    got = E.load_image_features(TINY, None, "imagenet-val", checkpoint=tiny["ckpt"], cache_dir=cache)
+    direct = E.extract_image_features(TINY, None, "imagenet-val", **_kw(tiny, tmp_path / "direct"))
     assert len(got.features) == 6 and got.meta["logit_scale"] == pytest.approx(direct.meta["logit_scale"])
     assert torch.allclose(got.features, direct.features, atol=1e-5)

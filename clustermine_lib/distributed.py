@@ -1,0 +1,48 @@
+"""``torchrun`` process-group helpers for feature extraction (one process also works, unchanged).
+
+- ``init_distributed(device)``: join the process group when ``WORLD_SIZE`` > 1 (NCCL on GPU, gloo on
+  CPU) and return this rank's device;
+- ``rank_world()``: ``(rank, world size)``, ``(0, 1)`` without a process group;
+- ``barrier()``: wait for every rank (a no-op without a process group).
+
+The feature store splits its shards over ranks with these (shard ``i`` on rank ``i % world``).
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+
+
+def rank_world() -> tuple[int, int]:
+    """``(rank, world size)`` of this process; ``(0, 1)`` outside ``torchrun``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for in a single process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def init_distributed(device=None) -> torch.device:
+    """Join the ``torchrun`` process group (when ``WORLD_SIZE`` > 1) and return this rank's device:
+    ``cuda:<LOCAL_RANK>`` with NCCL when CUDA is used, else CPU with gloo."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+    dev = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device(device or "cpu")
+    if world > 1 and not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(hours=6))
+    return dev
