@@ -21,7 +21,7 @@ from .metrics import evaluate as _evaluate
 from .benchmark import FAR_OOD, NEAR_OOD, Benchmark
 from .corpus import Corpus, clean
 from .mining import Mined, cluster_vote
-from .scoring import DEFAULT_BUDGET, zero_shot_top1
+from .dense import DEFAULT_BUDGET, zero_shot_top1
 
 COLUMNS = ["method", "id_set", "ood_set", "auroc", "fpr95"]
 
