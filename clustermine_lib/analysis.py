@@ -1,29 +1,25 @@
-"""Measurements behind the paper's analysis tables and figures (Table 3, Fig. 5, Fig. 7, appendix B/C)
-and the long-format result tables every notebook writes.
+"""Measurements behind the paper's analysis tables and figures (Table 3, Fig. 5, Fig. 7, appendix B):
+mined-label quality, WordNet distances, cluster statistics and the label-free choice of C.
 
 Conventions: percentages (0-100) for overlap / precision / recall / F1, as the paper's Table 3 and
-``metrics.evaluate``; cluster metrics as fractions (0-1); entropies in nats. Result tables are pandas
-DataFrames in the long format ``method, id_set, ood_set, auroc, fpr95`` (ID = positive class,
-scores higher = more ID).
+``metrics.evaluate``; cluster metrics as fractions (0-1); entropies in nats. (Result tables and their
+means over OOD sets: ``tables``.)
 """
 from __future__ import annotations
 
 import math
 import re
 from collections import deque
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .metrics import evaluate as _evaluate
-from .benchmark import FAR_OOD, NEAR_OOD, Benchmark
 from .corpus import Corpus, clean
 from .mining import Mined, cluster_vote
 from .dense import DEFAULT_BUDGET, zero_shot_top1
-
-COLUMNS = ["method", "id_set", "ood_set", "auroc", "fpr95"]
+from .validation import check_ids
 
 # --------------------------------------------------------------------------------------------------
 # Mined-label quality: Table 3 (overlap, F1) and Fig. 5 (text similarity, WordNet hops)
@@ -146,12 +142,8 @@ def _group_counts(clusters: np.ndarray, values: np.ndarray):
     return cnt, starts
 
 
-def _as_np(x, name: str) -> np.ndarray:
-    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    x = x.ravel()
-    if x.size == 0 or x.min() < 0:
-        raise ValueError(f"{name} must be a non-empty array of non-negative integer ids.")
-    return x.astype(np.int64)
+def _as_np(x, name: str, n: int | None = None) -> np.ndarray:
+    return check_ids(x, name, n).numpy()
 
 
 def cluster_purity(clusters, labels, weighted: bool = False) -> float:
@@ -257,59 +249,3 @@ def propose_c(sweep, metrics: tuple[str, ...] = ("pos_per_cluster", "redundancy"
         by_metric[m] = int(table["C"].iloc[i])
         table[f"{m}_elbow_distance"] = dist
     return {"C": max(by_metric.values()), "by_metric": by_metric, "table": table}
-
-
-# --------------------------------------------------------------------------------------------------
-# Long-format result tables
-# --------------------------------------------------------------------------------------------------
-
-def evaluate_score(score_fn: Callable, benchmark: Benchmark, method: str, id_set: str = "test",
-                   ood_sets: Iterable[str] | None = None) -> pd.DataFrame:
-    """Score ID test images once and each OOD set, return the long table (AUROC / FPR95 in %).
-
-    score_fn: features (N, D) -> (N,) scores, higher = more ID (e.g.
-    ``lambda f: eq1_logit(f, pos_text, neg_text, tau)``). id_set: 'test' or a key of
-    ``benchmark.shifted`` (covariate-shifted ID, Table 9); ood_sets: keys of ``benchmark.ood``
-    (default all). ID is the positive class (``metrics.evaluate``).
-    """
-    if id_set == "test":
-        id_fs = benchmark.test
-    elif id_set in benchmark.shifted:
-        id_fs = benchmark.shifted[id_set]
-    else:
-        raise KeyError(f"Unknown ID set {id_set!r}; use 'test' or one of {sorted(benchmark.shifted)}.")
-    names = list(benchmark.ood) if ood_sets is None else list(ood_sets)
-    unknown = [n for n in names if n not in benchmark.ood]
-    if unknown:
-        raise KeyError(f"OOD sets {unknown} are not in this benchmark; it has {list(benchmark.ood)}.")
-    id_scores = score_fn(id_fs.features)
-    rows = [{"method": method, "id_set": id_fs.name, "ood_set": n,
-             **_evaluate(id_scores, score_fn(benchmark.ood[n].features))} for n in names]
-    return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def mean_over_sets(table: pd.DataFrame, sets: Iterable[str] | None = None, label: str = "mean") -> pd.DataFrame:
-    """Mean AUROC / FPR95 per (method, id_set) over ``sets`` (default: all OOD sets of the table).
-
-    Long format with ``ood_set = label`` and a ``sets`` column naming the sets averaged (only those
-    present for that method are used; a method with none of them is left out).
-    """
-    rows = []
-    for (method, id_set), g in table.groupby(["method", "id_set"], sort=False):
-        g = g if sets is None else g[g["ood_set"].isin(list(sets))]
-        if len(g):
-            rows.append({"method": method, "id_set": id_set, "ood_set": label, "auroc": g["auroc"].mean(),
-                         "fpr95": g["fpr95"].mean(), "sets": ",".join(g["ood_set"])})
-    return pd.DataFrame(rows, columns=COLUMNS + ["sets"])
-
-
-def near_far_means(table: pd.DataFrame) -> pd.DataFrame:
-    """OpenOOD grouping (appendix C, Table 5): means over ``benchmark.NEAR_OOD`` and ``FAR_OOD`` sets
-    present in the table, as rows ``ood_set = 'near'`` / ``'far'`` (with the ``sets`` used)."""
-    return pd.concat([mean_over_sets(table, NEAR_OOD, "near"), mean_over_sets(table, FAR_OOD, "far")],
-                     ignore_index=True)
-
-
-def to_wide(table: pd.DataFrame, value: str = "auroc") -> pd.DataFrame:
-    """Paper-style view: one row per (method, id_set), one column per OOD set."""
-    return table.pivot_table(index=["method", "id_set"], columns="ood_set", values=value, sort=False)

@@ -17,8 +17,10 @@ from .corpus import Corpus
 OOD_SETS = ("NINCO", "IN-O", "OpenImage-O", "iNat", "IN-OOD", "Textures43")
 SHIFTED_SETS = ("ImageNet-Sketch", "ImageNet-R", "ImageNet-A", "ImageNetV2", "ImageNet-C")
 EXTRA_OOD_SETS = ("Places", "Texture", "SUN", "SSB", "NINCOv2")
-NEAR_OOD = ("SSB", "NINCO", "IN-OOD")  # OpenOOD grouping, appendix C
-FAR_OOD = ("iNat", "Texture", "Textures43", "OpenImage-O")
+# OpenOOD v1.5's near / far grouping as the paper's Table 5 (appendix C) uses it: near = SSB-hard, NINCO;
+# far = iNaturalist, Textures, OpenImage-O (``tables.near_far_means``).
+OPENOOD_NEAR = ("SSB", "NINCO")
+OPENOOD_FAR = ("iNat", "Texture", "OpenImage-O")
 
 
 @dataclass

@@ -8,7 +8,6 @@ prints a Table-1-shaped result beside MCM (which is given the true class names).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -16,21 +15,13 @@ from pathlib import Path
 DEMO_METHODS = ("MCM", "PosMine", "ClusterMine")
 
 
-def write_csv_atomic(df, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
-
-
 def demo(size: str = "demo", seed: int = 0, methods=DEMO_METHODS, out: str = "results/demo") -> int:
     import pandas as pd
 
-    from . import analysis, paper
+    from . import analysis, paper, tables
     from .benchmark import OOD_SETS
-    from .experiments import Pipeline, summary
+    from .experiments import Pipeline
+    from .fileio import atomic_write
     from .simulate import make_benchmark
 
     t0 = time.time()
@@ -44,12 +35,12 @@ def demo(size: str = "demo", seed: int = 0, methods=DEMO_METHODS, out: str = "re
           f"PosMine M={s.m}, ClusterMine C={s.n_clusters} (TEMI {s.temi.n_heads} heads, {s.temi.epochs} epochs)",
           flush=True)
     table = pipe.table(list(methods))
-    path = write_csv_atomic(table, Path(out) / "table1.csv")
+    path = atomic_write(Path(out) / "table1.csv", lambda p: table.to_csv(p, index=False))
 
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 30)
     print("\nSIMULATED benchmark: AUROC / FPR95 (%) per OOD set, ID positive")
-    print(summary(table).to_string())
+    print(tables.summary(table, OOD_SETS).to_string())
 
     rows = []
     for m in methods:
@@ -62,8 +53,8 @@ def demo(size: str = "demo", seed: int = 0, methods=DEMO_METHODS, out: str = "re
         print("\nMined positive labels (F1 by name against the true class names)")
         print(pd.DataFrame(rows).to_string(index=False))
 
-    ours = analysis.mean_over_sets(table, OOD_SETS)
-    cmp = paper.compare(ours, paper.table1()[lambda d: d.ood_set == "mean"], on=("method",))
+    ours = tables.mean_over_sets(table, OOD_SETS)
+    cmp = paper.compare(ours, paper.table1(), on=("method", "ood_set"))
     print("\nMean AUROC beside the paper's (real CLIP ViT-H-14 on ImageNet: not expected to match a simulation)")
     print(cmp.to_string(index=False))
     print(f"\nWrote {path} in {time.time() - t0:.0f} s")
@@ -73,7 +64,7 @@ def demo(size: str = "demo", seed: int = 0, methods=DEMO_METHODS, out: str = "re
 def data(size: str = "demo", seed: int = 0, variants: bool = True) -> int:
     """Build the SIMULATED benchmark once into the project cache (``.cache/simulated``): the WordNet graph,
     the default corpus and every feature set, and (``variants``, demo size) every variant the notebooks
-    load (``reproduce.demo_variants``: other corpora, pre-processings, prompt sets, simulated models).
+    load (``artifacts.demo_variants``: other corpora, pre-processings, prompt sets, simulated models).
     Notebooks and ``make demo`` then load them in seconds, as the paper profile loads `make features`."""
     from .simulate import make_benchmark
 
@@ -84,12 +75,12 @@ def data(size: str = "demo", seed: int = 0, variants: bool = True) -> int:
     if variants and size == "demo":
         from tqdm.auto import tqdm
 
-        from . import reproduce as R
+        from .artifacts import demo_variants
+        from .notebook import Config, open_benchmark
 
-        cfg = R.Config(profile="demo", seed=seed)
-        todo = R.demo_variants(cfg)[1:]
-        for kw in tqdm(todo, desc="notebook variants"):
-            R.load_benchmark(cfg, **kw)
+        cfg = Config(profile="demo", seed=seed)
+        for kw in tqdm(demo_variants(cfg)[1:], desc="notebook variants"):
+            open_benchmark(cfg, **kw)
     print(f"cached in {time.time() - t0:.0f} s")
     return 0
 
@@ -113,7 +104,7 @@ def main(argv=None) -> int:
     if args.cmd == "data":
         return data(args.size, args.seed, not args.no_variants)
     if args.cmd == "demo":
-        from .experiments import METHODS
+        from .methods import METHODS
 
         methods = METHODS if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
         unknown = [m for m in methods if m not in METHODS]

@@ -193,7 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m clustermine_lib.features",
         description="Extract and cache CLIP image/text features (run under torchrun for several GPUs).")
-    p.add_argument("--model", default="ViT-H-14", help="registry name / open_clip architecture / config .json")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="registry name / open_clip architecture / config .json")
     p.add_argument("--pretrained", default=None, help="open_clip pretrained tag (default: the model's first "
                                                        "registry tag); 'none' with --checkpoint")
     p.add_argument("--checkpoint", default=None, help="local state-dict file (.safetensors/.bin/.pt/.pth)")

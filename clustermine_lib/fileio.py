@@ -1,6 +1,7 @@
 """The one way this project writes files and hashes what a cached value was made from.
 
-- ``atomic_write(path, data)``: ``data`` is ``str``, ``bytes`` or a function ``write(tmp_path)``; it is
+- ``atomic_write(path, data)``: ``data`` is ``str``, ``bytes`` or a function ``write(tmp_path)`` (which
+  may write a file or a whole folder); it is
   written to a temporary file beside ``path`` and renamed over it (``os.replace``, atomic on POSIX), so
   a reader sees the old complete file or the new complete file, never half of one; the temporary file
   is removed if writing fails. Every writer in the package goes through it.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Callable, Union
 
@@ -36,7 +38,9 @@ def atomic_write(path, data: Data) -> Path:
             data(tmp)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
+        if tmp.is_dir():  # a writer may build a whole folder (wordnet.install_from_debian)
+            shutil.rmtree(tmp)
+        elif tmp.exists():
             tmp.unlink()
     return path
 

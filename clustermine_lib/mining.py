@@ -59,7 +59,7 @@ def _mined(method, pos, counts, corpus: Corpus, params) -> Mined:
                  counts, params)
 
 
-def posmine(top1: torch.Tensor, corpus: Corpus, m: int = 100) -> Mined:
+def posmine(top1: torch.Tensor, corpus: Corpus, m: int) -> Mined:
     """PosMine: a concept is positive if at least ``m`` training images take it as top-1.
 
     top1: (N,) corpus index of each training image's zero-shot top-1.
@@ -194,10 +194,10 @@ def _with_negatives(method, pos_idx, neg, corpus: Corpus, params) -> Mined:
 
 
 def neglabel_mine(class_names, class_text: torch.Tensor, corpus: Corpus, corpus_text: torch.Tensor,
-                  k=10_000, quantile: float = 0.95, budget: int = DEFAULT_BUDGET, device=None) -> Mined:
+                  k, quantile: float = 0.95, budget: int = DEFAULT_BUDGET, device=None) -> Mined:
     """NegLabel: Y_pos = Y_GT, Y_neg = the K corpus concepts (not in Y_GT) least similar to Y_GT.
 
-    K = 10,000 is NegLabel, K = 40,000 NegLabel* (Table 1), None / 'all' no pruning. Similarity = the
+    K = 10,000 is NegLabel, K = 40,000 NegLabel* (Table 1; ``experiments.Settings``), None / 'all' no pruning. Similarity = the
     0.95-quantile of cosine similarities to all Y_GT text features (``class_text``, (C, D); names not in
     the corpus still count as positives here, and are reported in a warning and in
     ``params['missing']``). ``Mined.pos`` holds the corpus indices of the Y_GT names found; score

@@ -1,9 +1,9 @@
 """Figures of the notebooks (matplotlib + seaborn), sized for the paper (7 in wide, 8-9 pt text).
 
-Every function takes the tidy DataFrame of the matching ``reproduce`` function and returns a
+Every function takes the tidy DataFrame of the matching ``artifacts`` function and returns a
 ``matplotlib.figure.Figure`` (closed for pyplot, so a notebook shows it once: as the cell's value).
 ``save(fig, directory, name)`` writes ``name.png`` (200 dpi) and ``name.pdf`` atomically.
-Colours and markers per method are shared by all figures (``METHOD_STYLE``), as in the paper.
+Colours and markers per method are shared by all figures (``METHOD_STYLE``, from the ``methods`` registry).
 """
 from __future__ import annotations
 
@@ -21,22 +21,22 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .fileio import atomic_write  # noqa: E402
+from .methods import REGISTRY  # noqa: E402
+
 WIDTH = 7.0  # inches: a two-column paper figure
 _PALETTE = sns.color_palette("colorblind", 10)
-METHOD_STYLE = {
-    "MaxLogit": (_PALETTE[7], "v"),
-    "MD": (_PALETTE[5], "<"),
-    "RelativeMD": (_PALETTE[6], ">"),
-    "MCM": (_PALETTE[0], "o"),
-    "PLP": (_PALETTE[4], "P"),
-    "NegLabel": (_PALETTE[1], "s"),
-    "NegLabel*": (_PALETTE[9], "D"),
-    "CLIPScope": (_PALETTE[8], "X"),
-    "PosMine": (_PALETTE[2], "^"),
-    "ClusterMine": (_PALETTE[3], "*"),
-    "PosMine+PLP": (sns.desaturate(_PALETTE[2], 0.5), "^"),
-    "ClusterMine+PLP": (sns.desaturate(_PALETTE[3], 0.5), "*"),
-}
+
+
+def _registry_color(style):
+    """A registry style (palette index or None, marker[, desaturation]) -> a colour."""
+    index, desaturate = style[0], (style[2] if len(style) > 2 else None)
+    if index is None:
+        return "0.4"
+    return sns.desaturate(_PALETTE[index], desaturate) if desaturate else _PALETTE[index]
+
+
+METHOD_STYLE = {m.name: (_registry_color(m.style), m.style[1]) for m in REGISTRY.values()}
 
 
 def color(method: str):
@@ -55,10 +55,6 @@ def marker(method: str) -> str:
         if method.startswith(base):
             return m
     return "o"
-
-
-def palette(methods) -> dict:
-    return {m: color(m) for m in methods}
 
 
 def setup():
@@ -87,21 +83,12 @@ def _finish(fig, title: str | None = None, simulated: bool = False, legend=None)
 
 
 def save(fig, directory, name: str) -> list[Path]:
-    """``<directory>/<name>.png`` and ``.pdf``, each written to a temp file and renamed."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    """``<directory>/<name>.png`` and ``.pdf``, each written atomically (``fileio.atomic_write``)."""
     out = []
     for ext in ("png", "pdf"):
-        path = directory / f"{name}.{ext}"
-        tmp = directory / f".{name}.{ext}.tmp{os.getpid()}"
         meta = {"CreationDate": None} if ext == "pdf" else {"Software": None}
-        try:
-            fig.savefig(tmp, format=ext, bbox_inches="tight", metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        out.append(path)
+        out.append(atomic_write(Path(directory) / f"{name}.{ext}", lambda tmp: fig.savefig(
+            tmp, format=ext, bbox_inches="tight", metadata=meta)))
     return out
 
 
@@ -238,12 +225,6 @@ def _twin_pos(ax, x, n_pos, label="|Y_pos|"):
     t.tick_params(axis="y", colors="0.35")
     t.grid(False)
     return t
-
-
-def _k_axis(ax, d):
-    labels = list(dict.fromkeys(d.sort_values("K")["K_label"]))
-    pos = {l: i for i, l in enumerate(labels)}
-    return pos, labels
 
 
 def fig6_curves(k_df: pd.DataFrame, m_df: pd.DataFrame, c_df: pd.DataFrame, simulated: bool = False):

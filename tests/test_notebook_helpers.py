@@ -1,4 +1,5 @@
-"""reproduce.py / plots.py: what the notebooks call, on the tiny SIMULATED benchmark."""
+"""notebook.py / runner.py / paper.py / artifacts / plots.py: what the notebooks call, on the tiny SIMULATED
+benchmark."""
 import math
 
 import numpy as np
@@ -6,9 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from clustermine_lib import paper
-from clustermine_lib import reproduce as R
+from clustermine_lib import methods, notebook as N, paper, tables as T
+from clustermine_lib.artifacts import covariate_shift_table2_table9_fig4 as A02, sensitivity_fig6 as A06
+from clustermine_lib.artifacts import table1_main_results as A01
+from clustermine_lib.benchmark import OOD_SETS
 from clustermine_lib.experiments import Pipeline, Settings
+from clustermine_lib.runner import Runner
 
 
 # ------------------------------------------------------------------------------------------ parameters
@@ -18,28 +22,28 @@ PARAMS_CELL = '# Notebook parameters  (papermill -p name value)\nprofile = "demo
 def test_check_parameters_reads_declared_and_injected_names():
     ns = {"In": ["", PARAMS_CELL, '# Parameters\nprofile = "paper"\nC = 400\n', "cfg = ..."],
           "profile": "paper", "C": 400, "k_values": None}
-    cfg = R.check_parameters(ns)
+    cfg = N.check_parameters(ns)
     assert cfg.profile == "paper" and cfg.C == 400 and not cfg.demo
-    assert cfg.k_values is None and cfg.sweep("c_values") == R.SWEEPS["paper"]["c_values"]
+    assert cfg.k_values is None and cfg.sweep("c_values") == N.SWEEPS["paper"]["c_values"]
     assert cfg.results_dir.parts[-2:] == ("results", "paper")
 
 
 def test_check_parameters_rejects_an_unknown_injected_name():
     ns = {"In": ["", PARAMS_CELL, '# Parameters\nprofile = "demo"\nCC = 3\n', "cfg = ..."],
           "profile": "demo", "C": None, "k_values": None, "CC": 3}
-    with pytest.raises(R.UnknownParameterError, match=r"\['CC'\].*declares \['C', 'k_values', 'profile'\]"):
-        R.check_parameters(ns)
+    with pytest.raises(N.UnknownParameterError, match=r"\['CC'\].*declares \['C', 'k_values', 'profile'\]"):
+        N.check_parameters(ns)
 
 
 def test_check_parameters_without_papermill_and_bad_values():
     ns = {"In": ["", PARAMS_CELL, "cfg = ..."], "profile": "demo", "C": None, "k_values": [1, 2]}
-    assert R.check_parameters(ns).sweep("k_values") == (1, 2)
+    assert N.check_parameters(ns).sweep("k_values") == (1, 2)
     with pytest.raises(ValueError, match="profile must be one of"):
-        R.check_parameters({**ns, "profile": "papr"})
+        N.check_parameters({**ns, "profile": "papr"})
     with pytest.raises(ValueError, match="C must be a positive int"):
-        R.check_parameters({**ns, "C": 0})
+        N.check_parameters({**ns, "C": 0})
     with pytest.raises(ValueError, match="Notebook parameters"):
-        R.check_parameters({"In": ["", "x = 1"], "x": 1})
+        N.check_parameters({"In": ["", "x = 1"], "x": 1})
 
 
 def test_papermill_unknown_parameter_fails_the_notebook(tmp_path):
@@ -50,7 +54,7 @@ def test_papermill_unknown_parameter_fails_the_notebook(tmp_path):
     params = nbformat.v4.new_code_cell(PARAMS_CELL)
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(
-        "import clustermine_lib.reproduce as R\ncfg = R.check_parameters(globals())\nprint(cfg.profile, cfg.C)")]
+        "import clustermine_lib.notebook as N\ncfg = N.check_parameters(globals())\nprint(cfg.profile, cfg.C)")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     src = tmp_path / "nb.ipynb"
     nbformat.write(nb, src)
@@ -69,7 +73,7 @@ def test_compare_with_paper_puts_the_paper_number_beside_ours_with_the_differenc
         {"method": "ClusterMine", "id_set": "ImageNet", "ood_set": "NINCO", "auroc": 93.87, "fpr95": 20.3},
         {"method": "Mystery", "id_set": "ImageNet", "ood_set": "mean", "auroc": 50.0, "fpr95": 50.0},
     ])
-    cmp = R.compare_with_paper(ours, paper.table1(), on=("method", "ood_set"))
+    cmp = paper.compare(ours, paper.table1(), on=("method", "ood_set"))
     assert list(cmp.columns) == ["method", "ood_set", "auroc", "auroc_paper", "auroc_diff", "fpr95",
                                  "fpr95_paper", "fpr95_diff"]
     assert list(cmp["method"]) == ["MCM", "ClusterMine", "Mystery"]  # our row order kept
@@ -82,16 +86,16 @@ def test_compare_with_paper_puts_the_paper_number_beside_ours_with_the_differenc
 
 
 def test_paper_tables_in_long_format():
-    t3 = R.paper_table3()
+    t3 = paper.table3()
     row = t3[(t3.corpus == "WordNet-NA") & (t3.method == "ClusterMine")].iloc[0]
     assert (row.auroc, row.overlap, row.f1) == (94.56, 76.0, 60.0)
-    t5 = R.paper_table5()
+    t5 = paper.table5()
     assert t5[(t5.method == "ClusterMine") & (t5.ood_set == "near")].auroc.item() == 80.3
-    t6 = R.paper_table6()
+    t6 = paper.table6()
     assert t6[(t6.preprocess == "dup-all-lemmas") & (t6.ood_set == "mean")].auroc.item() == 94.63
-    t8 = R.paper_table8()
+    t8 = paper.table8()
     assert t8[(t8.method == "ClusterMine+PLP") & (t8.ood_set == "mean")].fpr95.item() == 27.53
-    t4 = R.paper_table4()
+    t4 = paper.table4()
     assert t4[(t4.method == "ClusterMine") & (t4.size_group == "ypos_1500")].auroc.item() == 94.56
 
 
@@ -100,7 +104,7 @@ def test_fig4_relative_change_against_imagenet():
     for m, base, shifted in (("MCM", 90.0, 72.0), ("ClusterMine", 95.0, 85.5)):
         rows += [{"method": m, "id_set": "ImageNet", "ood_set": "mean", "auroc": base, "fpr95": 30.0},
                  {"method": m, "id_set": "ImageNet-A", "ood_set": "mean", "auroc": shifted, "fpr95": 60.0}]
-    f4 = R.fig4_data(pd.DataFrame(rows))
+    f4 = A02.fig4_data(pd.DataFrame(rows))
     a = f4.set_index(["method", "id_set"])
     assert a.loc[("MCM", "ImageNet-A"), "relative_change_pct"] == -20.0
     assert a.loc[("ClusterMine", "ImageNet-A"), "relative_change_pct"] == -10.0
@@ -113,19 +117,19 @@ def test_fig4_relative_change_against_imagenet():
 @pytest.fixture()
 def run(tiny_bench, tmp_path):
     """A Runner scoring a seeded subset of 40 images per set (fast), with its own empty disk cache."""
-    return R.Runner(tiny_bench, Settings.for_benchmark(tiny_bench, progress=False), store=tmp_path / "cache",
+    return Runner(tiny_bench, Settings.for_benchmark(tiny_bench, progress=False), store=tmp_path / "cache",
                     max_eval=40)
 
 
 def test_runner_gives_the_pipeline_numbers_and_reuses_its_disk_cache(tiny_bench, tmp_path, monkeypatch):
     sets, methods = ("NINCO", "iNat"), ("MCM", "PosMine")
     settings = Settings.for_benchmark(tiny_bench, progress=False)
-    first = R.Runner(tiny_bench, settings, store=tmp_path / "cache")
+    first = Runner(tiny_bench, settings, store=tmp_path / "cache")
     ours = first.table(methods, ood_sets=sets)
     ref = Pipeline(tiny_bench, Settings.for_benchmark(tiny_bench, progress=False)).table(methods, ood_sets=sets)
     pd.testing.assert_frame_equal(ours, ref)
     assert len(list((tmp_path / "cache" / "scores").glob("*.npy"))) == 2 * (1 + 2)
-    again = R.Runner(tiny_bench, Settings.for_benchmark(tiny_bench, progress=False), store=tmp_path / "cache")
+    again = Runner(tiny_bench, Settings.for_benchmark(tiny_bench, progress=False), store=tmp_path / "cache")
 
     def boom(*a, **k):
         raise AssertionError("recomputed instead of reading the cache")
@@ -147,21 +151,25 @@ def test_max_eval_subsamples_every_set_the_same_way(run):
 
 def test_canonical_cache_keys(run):
     s = run.settings
-    assert run.canonical("NegLabel*", {}) == run.canonical("NegLabel", {"k": s.neglabel_star_k})
-    assert run.canonical("NegLabel", {}) == ("NegLabel", {"k": s.neglabel_k})
-    assert run.canonical("PosMine", {"m": s.m}) == ("PosMine", {})
-    assert run.canonical("ClusterMine", {"n_clusters": s.n_clusters, "neg_k": None}) == ("ClusterMine", {})
-    assert run.canonical("ClusterMine", {"n_clusters": 7}) == ("ClusterMine", {"n_clusters": 7})
+    key = lambda m, p: methods.canonical(m, s, p)  # noqa: E731
+    assert key("NegLabel*", {}) == key("NegLabel", {"k": s.neglabel_star_k})
+    assert key("NegLabel", {}) == ("NegLabel", {"k": s.neglabel_k, "n_groups": 1})
+    assert key("PosMine", {"m": s.m}) == key("PosMine", {})
+    assert key("ClusterMine", {"n_clusters": s.n_clusters, "neg_k": None}) == key("ClusterMine", {})
+    assert key("ClusterMine", {"n_clusters": 7}) == ("ClusterMine", {"n_clusters": 7, "neg_k": s.neg_k})
+    assert key("MCM", {}) == ("MCM", {})
+    with pytest.raises(TypeError, match=r"MCM has no parameter\(s\) \['k'\]"):
+        key("MCM", {"k": 3})
 
 
 def test_table1_and_its_comparison_on_the_tiny_benchmark(run):
-    t1 = R.table1(run, methods=("MCM", "ClusterMine"))
-    assert set(t1.ood_set) == set(R.OOD_SETS) | {"mean"}
+    t1 = A01.table1(run, methods=("MCM", "ClusterMine"))
+    assert set(t1.ood_set) == set(OOD_SETS) | {"mean"}
     means = t1[t1.ood_set == "mean"].set_index("method")
     per_set = t1[t1.ood_set != "mean"].groupby("method")["auroc"].mean()
     assert means.loc["MCM", "auroc"] == pytest.approx(per_set["MCM"])
     assert dict(means["needs_gt_labels"]) == {"MCM": "yes", "ClusterMine": "no"}
-    cmp = R.table1_compare(t1)
+    cmp = A01.table1_compare(t1)
     assert list(cmp.method) == ["MCM", "ClusterMine"] and list(cmp.auroc_paper) == [92.46, 94.56]
     assert cmp.auroc_diff.tolist() == pytest.approx((cmp.auroc - cmp.auroc_paper).tolist(), abs=0.011)
     mined = run.mined("ClusterMine")  # disk-cached Mined rebuilt from the corpus
@@ -169,10 +177,10 @@ def test_table1_and_its_comparison_on_the_tiny_benchmark(run):
 
 
 def test_sweeps_record_the_swept_value(run):
-    m6 = R.fig6_m(run, (1, 2))
+    m6 = A06.fig6_m(run, (1, 2))
     means = m6[m6.ood_set == "mean"]
     assert list(means.M) == [1, 2] and means.n_pos.iloc[0] >= means.n_pos.iloc[1]
-    table = R.sweep_table(m6)
+    table = T.sweep_table(m6)
     assert list(table.columns) == ["method", "sweep", "value", "|Y_pos|", "auroc", "fpr95"]
     assert list(table.value) == ["1", "2"]
 
@@ -181,13 +189,13 @@ def test_sweeps_record_the_swept_value(run):
 def test_save_table_and_figure_write_atomically(tmp_path):
     from clustermine_lib import plots as P
 
-    cfg = R.Config(output_dir=str(tmp_path))
+    cfg = N.Config(output_dir=str(tmp_path))
     df = pd.DataFrame([{"method": "MCM", "id_set": "ImageNet", "ood_set": "NINCO", "auroc": 90.0, "fpr95": 40.0}])
-    assert R.save_table(df, cfg, "table_x") == "results/demo/table_x.csv"
+    assert N.save_table(df, cfg, "table_x") == "results/demo/table_x.csv"
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "results/demo/table_x.csv"), df)
     scores = pd.DataFrame({"method": ["MCM"] * 6, "set": ["ImageNet"] * 3 + ["NINCO"] * 3,
                            "score": np.arange(6, dtype=float)})
-    paths = R.save_figure(P.score_histograms(scores, simulated=True), cfg, "fig_x")
+    paths = N.save_figure(P.score_histograms(scores, simulated=True), cfg, "fig_x")
     assert paths == ["figures/demo/fig_x.png", "figures/demo/fig_x.pdf"]
     for p in paths:
         assert (tmp_path / p).stat().st_size > 1000
@@ -196,8 +204,22 @@ def test_save_table_and_figure_write_atomically(tmp_path):
 
 
 def test_paper_profile_without_features_names_them_and_the_make_command(tmp_path):
-    cfg = R.Config(profile="paper", cache_dir=str(tmp_path / "features"))
+    cfg = N.Config(profile="paper", cache_dir=str(tmp_path / "features"))
     with pytest.raises(FileNotFoundError, match=r"(?s)missing.*make features MODEL=ViT-H-14 PRETRAINED=dfn5b"):
-        R.load_benchmark(cfg)
-    with pytest.raises(FileNotFoundError, match=r"(?s)image features of imagenet-train.*DATASET=paper.*text features of wordnet-n-dedup-1-lemma.*DATASET=text"):
-        R.check_features(cfg, [dict(corpus="wordnet-n")])
+        N.open_benchmark(cfg)
+    with pytest.raises(FileNotFoundError, match=r"(?s)imagenet-train.*DATASET=paper.*wordnet-n.*DATASET=text"):
+        N.check_feature_files(cfg, [dict(corpus="wordnet-n")])
+
+
+# ------------------------------------------------------------------------------------------ the method registry
+def test_registry_derives_the_lists_the_errors_and_the_styles():
+    from clustermine_lib import plots as P
+
+    assert methods.METHODS == ("MaxLogit", "MD", "RelativeMD", "MCM", "PLP", "NegLabel", "NegLabel*", "CLIPScope",
+                               "PosMine", "ClusterMine")
+    assert [m for m in methods.METHODS if not methods.NEEDS_GT[m]] == ["PosMine", "ClusterMine"]
+    assert set(P.METHOD_STYLE) == set(methods.REGISTRY)
+    with pytest.raises(ValueError, match=r"Unknown method 'Nope'.*'ClusterMine'"):
+        methods.get("Nope")
+    with pytest.raises(ValueError, match=r"'MCM' mines no labels.*PosMine"):
+        methods.miner("MCM")

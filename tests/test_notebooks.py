@@ -21,7 +21,7 @@ def test_only_the_wall_time_cell_escapes_nbval(path):
     cells = code_cells(path)
     ignored = [c for c in cells if IGNORE_TAG in c.get("metadata", {}).get("tags", [])
                or "NBVAL_IGNORE_OUTPUT" in "".join(c["source"]) or "NBVAL_SKIP" in "".join(c["source"])]
-    assert ["".join(c["source"]).strip() for c in ignored] == ["print(R.elapsed(cfg))"]
+    assert ["".join(c["source"]).strip() for c in ignored] == ["print(N.elapsed(cfg))"]
     nbval_tags = {t for c in cells for t in c.get("metadata", {}).get("tags", []) if t.lower().startswith("nbval")}
     assert nbval_tags == {IGNORE_TAG}  # nbval ignores an upper-case tag silently
 

@@ -1,0 +1,26 @@
+"""Notebook 11, Fig. 7: cluster analysis vs C (purity, entropy, redundancy, |Y_pos|/C) and the label-free
+elbow proposal of C (appendix B)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .. import analysis
+from ..runner import Runner
+
+
+def fig7_data(run: Runner, c_values) -> pd.DataFrame:
+    """Fig. 7: purity (true classes), entropy of top-1 concepts, redundancy ratio and |Y_pos|/C per C,
+    as percentages where the paper uses them."""
+    sweep = analysis.cluster_sweep({c: run.clusters(c) for c in c_values}, run.top1(), run.bench.train.labels)
+    return sweep.assign(purity_pct=100 * sweep.purity, redundancy_pct=100 * sweep.redundancy,
+                        pos_per_cluster_pct=100 * sweep.pos_per_cluster)
+
+
+def fig7_proposal(f7: pd.DataFrame) -> pd.DataFrame:
+    """The elbow heuristic of appendix B: C proposed by |Y_pos|/C and by the redundancy ratio."""
+    if len(f7) < 3:
+        return pd.DataFrame([{"metric": "(needs >= 3 values of C)", "proposed C": np.nan}])
+    p = analysis.propose_c(f7)
+    rows = [{"metric": m, "proposed C": c} for m, c in p["by_metric"].items()]
+    return pd.DataFrame(rows + [{"metric": "proposal (largest)", "proposed C": p["C"]}])

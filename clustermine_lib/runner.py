@@ -1,0 +1,269 @@
+"""``Runner``: an ``experiments.Pipeline`` whose expensive results are cached on disk, shared by notebooks.
+
+Zero-shot top-1 concepts, TEMI cluster labels, mined label sets and score vectors are cached under
+``<project cache>/notebooks/`` ($CLUSTERMINE_CACHE or ``<repo>/.cache``), keyed by a content hash of
+every input: the benchmark's tensors and names, the method, its parameters (defaults written out, so
+NegLabel* and NegLabel with K = 40K share a file), the ``Settings`` (TEMI config included), the
+evaluated set and the source code of the modules that compute them (an edit of ``clustering.py``
+recomputes TEMI, one of ``scoring.py`` the scores, ...). Several notebooks thus share one TEMI run per
+C and one score vector per (method, set). Files are written with ``fileio.atomic_write``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import metrics, methods
+from .benchmark import OOD_SETS, Benchmark, FeatureSet
+from .experiments import Pipeline, Settings
+from .fileio import atomic_write, content_hash, write_json
+from .mining import Mined
+from .tables import COLUMNS
+
+ID_TEST = "ImageNet"  # name of the ID test set in every Benchmark (simulated or real)
+
+# The modules whose source decides each kind of cached value: editing one recomputes that kind only.
+_CODE_MODULES = {
+    "top1": ("dense",),
+    "temi": ("clustering", "knn"),
+    "mined": ("clustering", "dense", "experiments", "knn", "methods", "mining"),
+    "scores": ("clustering", "dense", "experiments", "knn", "mahalanobis", "methods", "metrics", "mining",
+               "plp", "scoring"),
+}
+
+
+def code_version(kind: str = "scores") -> str:
+    """Hash of the source of the modules that compute a cached ``kind`` (and of torch's version)."""
+    here = Path(__file__).resolve().parent
+    mods = _CODE_MODULES.get(kind, _CODE_MODULES["scores"])
+    return content_hash(torch.__version__, *[(here / f"{m}.py").read_bytes() for m in mods
+                                             if (here / f"{m}.py").exists()])[:16]
+
+
+def bench_fingerprint(bench: Benchmark) -> str:
+    """Content hash of everything a score can depend on: every tensor, name and the logit scale."""
+    sets = [bench.train, bench.test, *[bench.ood[k] for k in sorted(bench.ood)],
+            *[bench.shifted[k] for k in sorted(bench.shifted)]]
+    parts = []
+    for fs in sets:
+        parts += [fs.name, fs.features, fs.labels if fs.labels is not None else "none"]
+    c = bench.corpus
+    parts += [bench.class_names, bench.class_synsets, bench.class_text, c.name, "\n".join(c.names).encode(),
+              "\n".join(c.synsets).encode(), "\n".join(c.pos).encode(), bench.corpus_text, float(bench.logit_scale)]
+    return content_hash(*parts)
+
+
+def default_cache_dir() -> Path:
+    from .wordnet import cache_dir
+
+    return cache_dir() / "notebooks"
+
+
+def subsample(n: int, k: int, key: str) -> torch.Tensor:
+    """(k,) sorted indices of a subset of range(n), the same for the same ``key`` on every run."""
+    seed = int(hashlib.blake2b(key.encode(), digest_size=7).hexdigest(), 16)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].sort().values
+
+
+def _as_numpy(x) -> np.ndarray:
+    return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+
+
+@dataclass(eq=False)
+class Runner(Pipeline):
+    """``experiments.Pipeline`` whose top-1 concepts, TEMI clusters and score vectors are cached on disk.
+
+    ``evaluate`` / ``table`` give the same numbers as the Pipeline's (same score functions, same
+    ``metrics.evaluate``); each (method, parameters, set) is scored once and reused by every table
+    that needs it, in this and in later notebooks. ``store=None`` disables the disk cache.
+    ``max_eval``: score at most this many images per evaluation set (a seeded subset, the same for
+    every method); None = all.
+    Warnings raised while computing (e.g. Y_GT names missing from the corpus) are collected in
+    ``notes`` instead of being printed, so that notebook outputs do not depend on the cache state.
+    """
+
+    store: Path | None = None
+    max_eval: int | None = None
+    notes: list = field(default_factory=list)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._fp = None
+        self._digests = {}
+        self.store = Path(self.store) if self.store is not None else None
+
+    @classmethod
+    def from_config(cls, bench: Benchmark, cfg=None, cache: bool = True, max_eval: int | None = None,
+                    **overrides) -> "Runner":
+        """A Runner with ``Settings.for_benchmark`` and the notebook's C / M / K / tau / seed / device
+        (``notebook.Config``). K is NegLabel's number of negatives (NegLabel* keeps its own). No progress
+        bars."""
+        opts = {}
+        if cfg is not None:
+            for name, attr in (("n_clusters", "C"), ("m", "M"), ("neglabel_k", "K"), ("tau", "tau")):
+                if getattr(cfg, attr) is not None:
+                    opts[name] = getattr(cfg, attr)
+            opts["seed"], opts["device"] = cfg.seed, cfg.device
+        opts.update(overrides)
+        opts.setdefault("progress", False)
+        if cfg is not None and max_eval is None:
+            max_eval = cfg.max_eval
+        return cls(bench, Settings.for_benchmark(bench, **opts), store=default_cache_dir() if cache else None,
+                   max_eval=max_eval)
+
+    def _tensor_digest(self, name: str, t: torch.Tensor) -> str:
+        """Content hash of one of the benchmark's tensors, computed once per Runner (real ImageNet train
+        features are ~5 GB)."""
+        if name not in self._digests:
+            self._digests[name] = content_hash(t)
+        return self._digests[name]
+
+    # ---- keys
+    @property
+    def fingerprint(self) -> str:
+        if self._fp is None:
+            self._fp = bench_fingerprint(self.bench)
+        return self._fp
+
+    def settings_key(self) -> dict:
+        d = asdict(self.settings)
+        d.pop("device", None), d.pop("progress", None)
+        return d
+
+    def _disk(self, kind: str, key: dict, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """``compute()`` (a numpy array) cached as ``<store>/<kind>/<hash>.npy`` + a JSON of its key."""
+        if self.store is None:
+            return self.quiet(compute)
+        full = {**key, "kind": kind, "code": code_version(kind)}
+        path = self.store / kind / f"{content_hash(full)}.npy"
+        if path.exists():
+            try:
+                return np.load(path, allow_pickle=False)
+            except (OSError, ValueError):
+                pass  # a damaged file is recomputed
+        value = np.asarray(self.quiet(compute))
+
+        def write(p):
+            with open(p, "wb") as f:
+                np.save(f, value, allow_pickle=False)
+
+        atomic_write(path, write)
+        write_json(path.with_suffix(".json"), full)
+        return value
+
+    def quiet(self, compute):
+        """``compute()`` with its warnings collected in ``notes`` instead of printed."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = compute()
+        for w in caught:
+            msg = f"{w.category.__name__}: {w.message}"
+            if msg not in self.notes:
+                self.notes.append(msg)
+        return out
+
+    # ---- shared steps, disk-cached
+    def top1(self) -> torch.Tensor:
+        b = self.bench
+        k = ("top1", b.corpus.name, len(b.corpus))
+        if k not in self._cache:
+            key = {"train": self._tensor_digest("train", b.train.features),
+                   "text": self._tensor_digest("corpus_text", b.corpus_text)}
+            self._cache[k] = torch.from_numpy(self._disk("top1", key, lambda: Pipeline.top1(self).numpy()))
+        return self._cache[k]
+
+    def clusters(self, n_clusters: int | None = None) -> torch.Tensor:
+        config = self.settings.temi_config(n_clusters)
+        k = ("clusters", config.n_clusters)
+        if k not in self._cache:
+            dev = torch.device(self.settings.device).type if self.settings.device else "cpu"
+            key = {"train": self._tensor_digest("train", self.bench.train.features), "temi": asdict(config),
+                   "device": dev}
+            labels = self._disk("temi", key, lambda: Pipeline.clusters(self, config.n_clusters).numpy())
+            self._cache[k] = torch.from_numpy(labels).long()
+        return self._cache[k]
+
+    def mined(self, method: str, **params) -> Mined:
+        """``Pipeline.mined``, disk-cached (Y_pos, its counts and Y_neg as corpus indices) and quiet."""
+        full = methods.with_defaults(method, self.settings, params)
+        k = ("mined", method, tuple(sorted(full.items())))
+        if k in self._cache:
+            return self._cache[k]
+        key = {"bench": self.fingerprint, "settings": self.settings_key(), "method": method, "params": full}
+
+        def compute():
+            m = Pipeline.mined(self, method, **params)
+            return np.concatenate([[len(m.pos), len(m.neg)], m.pos.numpy(), m.counts.numpy(), m.neg.numpy()])
+
+        packed = torch.from_numpy(self._disk("mined", key, compute)).long()
+        p, q = int(packed[0]), int(packed[1])
+        pos, counts, neg = packed[2:2 + p], packed[2 + p:2 + 2 * p], packed[2 + 2 * p:2 + 2 * p + q]
+        self._cache[k] = Mined(method, pos, neg, [self.bench.corpus.names[i] for i in pos.tolist()], counts, full)
+        return self._cache[k]
+
+    # ---- evaluation sets and scores
+    def feature_set(self, name: str) -> FeatureSet:
+        """'test' / 'ImageNet' (ID test), a shifted ID set or an OOD set; subsampled to ``max_eval``."""
+        b = self.bench
+        if name in ("test", ID_TEST, b.test.name):
+            fs = b.test
+        elif name in b.shifted:
+            fs = b.shifted[name]
+        elif name in b.ood:
+            fs = b.ood[name]
+        else:
+            raise KeyError(f"Unknown set {name!r}; this benchmark has ID test, shifted {list(b.shifted)} "
+                           f"and OOD {list(b.ood)}.")
+        if self.max_eval is not None and len(fs) > self.max_eval:
+            def sub(fs=fs):
+                idx = subsample(len(fs), self.max_eval, f"{self.settings.seed}:{fs.name}")
+                return FeatureSet(fs.name, fs.features[idx], None if fs.labels is None else fs.labels[idx])
+
+            fs = self._cached(("subset", fs.name), sub)  # one tensor per set: background_lse memoises on it
+        return fs
+
+    def scores(self, method: str, set_name: str, **params) -> np.ndarray:
+        """(N,) scores (higher = more ID) of ``method`` on one set, disk-cached."""
+        fs = self.feature_set(set_name)
+        name, full = methods.canonical(method, self.settings, params)
+        key = {"bench": self.fingerprint, "settings": self.settings_key(), "method": name, "params": full,
+               "set": fs.name, "max_eval": self.max_eval}
+        return self._disk("scores", key, lambda: _as_numpy(self.score_fn(method, **params)(fs.features)))
+
+    def custom_scores(self, label: str, key: dict, make_score_fn: Callable, set_name: str) -> np.ndarray:
+        """Scores of an ad-hoc score function (``make_score_fn() -> (features -> scores)``), disk-cached
+        under ``label`` + ``key`` (which must name every input the function depends on)."""
+        fs = self.feature_set(set_name)
+        full = {"bench": self.fingerprint, "settings": self.settings_key(), "custom": label, "key": key,
+                "set": fs.name, "max_eval": self.max_eval}
+        return self._disk("scores", full, lambda: _as_numpy(make_score_fn()(fs.features)))
+
+    def evaluate(self, method: str, id_set: str = "test", ood_sets=OOD_SETS, label: str | None = None,
+                 **params) -> pd.DataFrame:
+        """Long table (method, id_set, ood_set, auroc, fpr95) of one method and one ID set."""
+        return self._evaluate(label or method, id_set, ood_sets, lambda s: self.scores(method, s, **params))
+
+    def evaluate_custom(self, label: str, key: dict, make_score_fn: Callable, id_set: str = "test",
+                        ood_sets=OOD_SETS) -> pd.DataFrame:
+        return self._evaluate(label, id_set, ood_sets, lambda s: self.custom_scores(label, key, make_score_fn, s))
+
+    def _evaluate(self, label, id_set, ood_sets, score_of) -> pd.DataFrame:
+        sets = [n for n in ood_sets if n in self.bench.ood]
+        s_id = score_of(id_set)
+        id_name = self.feature_set(id_set).name
+        rows = [{"method": label, "id_set": id_name, "ood_set": n, **metrics.evaluate(s_id, score_of(n))}
+                for n in sets]
+        return pd.DataFrame(rows, columns=COLUMNS)
+
+    def table(self, methods=methods.METHODS, id_sets=("test",), ood_sets=OOD_SETS,
+              progress: bool | None = None) -> pd.DataFrame:
+        parts = [self.evaluate(m, i, ood_sets) for i in id_sets for m in methods]
+        return pd.concat(parts, ignore_index=True)
