@@ -241,9 +241,10 @@ def _missing_weights_message(spec: ModelSpec) -> str:
 
 
 def default_device(device=None):
+    """``device`` as a torch.device; None or ``"auto"``: CUDA when present, else the CPU."""
     import torch
 
-    if device is not None:
+    if device is not None and str(device).lower() != "auto":
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
