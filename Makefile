@@ -5,10 +5,12 @@ VENV ?= .venv
 PY ?= $(VENV)/bin/python
 PROFILE ?= demo
 SEED ?= 0
-# Real-data parameters (PROFILE=paper); see docs/gpu_workflow.md
+# Real-data parameters (PROFILE=paper), the same for `make features` and every notebook; see docs/gpu_workflow.md
+# MODEL: registry name, open_clip architecture or a model config .json; CHECKPOINT: a local weights file
 MODEL ?= ViT-H-14
 PRETRAINED ?=
 CHECKPOINT ?=
+DEVICE ?= auto
 DATASET ?= paper
 DATA_ROOT ?= $(HOME)/data
 CORPUS ?= wordnet-na
@@ -17,6 +19,8 @@ NPROC ?= 1
 FEATURE_ARGS ?=
 CACHE_DIR ?= $(or $(CLUSTERMINE_CACHE),.cache)/features
 export HF_HUB_OFFLINE ?= 1
+# one MKL code path on every AVX2 CPU, so the demo's numbers do not depend on the CPU vendor (clustermine_lib/__init__.py)
+export MKL_CBWR ?= AVX2
 
 .PHONY: install wordnet data test test-fast demo bench lab features clean help
 
@@ -59,13 +63,14 @@ demo:  ## ClusterMine vs MCM and PosMine on the simulated benchmark (CPU, ~30 s)
 bench:  ## speed and memory benchmarks, as ratios to this machine's matmul rate
 	$(PY) benchmarks/bench.py
 
-lab:  ## open JupyterLab on the notebooks
-	$(VENV)/bin/jupyter lab notebooks
+lab:  ## open JupyterLab on the notebooks (bound to 127.0.0.1; works as root)
+	$(VENV)/bin/jupyter lab notebooks --ip=127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root)
 
 features:  ## extract CLIP features: make features MODEL=.. [PRETRAINED=..|CHECKPOINT=..] DATASET=.. DATA_ROOT=.. [NPROC=8]
 	$(if $(filter-out 1,$(NPROC)),$(PY) -m torch.distributed.run --standalone --nproc_per_node=$(NPROC),$(PY)) \
-	  -m clustermine_lib.features --model $(MODEL) $(if $(PRETRAINED),--pretrained $(PRETRAINED)) \
-	  $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --dataset $(DATASET) --data-root $(DATA_ROOT) \
+	  -m clustermine_lib.features --model $(MODEL_ARG) $(if $(PRETRAINED),--pretrained $(PRETRAINED)) \
+	  $(if $(CHECKPOINT),--checkpoint $(abspath $(CHECKPOINT))) --dataset $(DATASET) --data-root $(DATA_ROOT) \
+	  --device $(DEVICE) \
 	  --cache-dir $(CACHE_DIR) --corpus $(CORPUS) --prompts $(PROMPTS) $(FEATURE_ARGS)
 
 clean:  ## remove caches (not the venv)
@@ -78,10 +83,11 @@ clean:  ## remove caches (not the venv)
 #   make all PROFILE=paper              every notebook; goes on past failures, then lists them
 #   make notebooks                      re-execute notebooks/*.ipynb IN PLACE (demo): what nbval checks
 # Parameters set on the command line (or in the environment) are passed to papermill as -p: PROFILE
-# MODEL PRETRAINED CORPUS PROMPTS C M K TAU SEED DATA_ROOT CACHE_DIR OUTPUT_DIR DEVICE MAX_EVAL; anything else
+# MODEL PRETRAINED CHECKPOINT CORPUS PROMPTS C M K TAU SEED DATA_ROOT CACHE_DIR OUTPUT_DIR DEVICE MAX_EVAL
+# PROGRESS; anything else
 # with NB_ARGS (papermill options), e.g. NB_ARGS='-y "k_values: [1000, 40000]"'. A name the notebook does
 # not declare is an error.
-# The executed copy goes to results/$(PROFILE)/notebooks/ (the committed notebooks stay as they are).
+# The executed copy goes to results/$(PROFILE)/notebooks/<run>/ (the committed notebooks stay as they are).
 # ---------------------------------------------------------------------------------------------------
 NOTEBOOK_TABLE := \
   quickstart:00_quickstart \
@@ -105,15 +111,23 @@ NOTEBOOK_TABLE := \
   table8:14_plp_table8
 ARTIFACTS := $(foreach p,$(NOTEBOOK_TABLE),$(firstword $(subst :, ,$(p))))
 NOTEBOOKS := $(sort $(foreach p,$(NOTEBOOK_TABLE),$(lastword $(subst :, ,$(p)))))
-NB_OUT = results/$(PROFILE)/notebooks
+# The executed copy goes to results/<profile>/notebooks/<run>/, <run> naming the parameters set on the command
+# line (e.g. MODEL-ViT-B-16.PRETRAINED-openai.C-2000; "default" when none), so runs never overwrite each other.
+space := $(subst ,, )
+_slug_value = $(if $(wildcard $(1)),$(notdir $(1)),$(subst /,_,$(1)))
+NB_RUN_VARS := MODEL PRETRAINED CHECKPOINT CORPUS PROMPTS C M K TAU SEED MAX_EVAL
+NB_RUN = $(or $(subst $(space),.,$(strip $(foreach v,$(NB_RUN_VARS),$(if $(call _set,$(v)),$(v)-$(call _slug_value,$($(v))))))),default)$(if $(NB_ARGS),.args-$(shell printf '%s' "$(NB_ARGS)" | md5sum | cut -c1-8))
+NB_OUT = results/$(PROFILE)/notebooks/$(NB_RUN)
 PAPERMILL := $(VENV)/bin/papermill
 NB_KERNEL := python3
 # make variable -> notebook parameter (passed only when set on the command line or in the environment)
-NB_VARS := MODEL:model PRETRAINED:pretrained CORPUS:corpus PROMPTS:prompts C:C M:M K:K TAU:tau SEED:seed \
-  DEVICE:device MAX_EVAL:max_eval
-NB_PATH_VARS := DATA_ROOT:data_root CACHE_DIR:cache_dir OUTPUT_DIR:output_dir
+NB_VARS := PRETRAINED:pretrained CORPUS:corpus PROMPTS:prompts C:C M:M K:K TAU:tau SEED:seed \
+  DEVICE:device MAX_EVAL:max_eval PROGRESS:progress
+NB_PATH_VARS := CHECKPOINT:checkpoint DATA_ROOT:data_root CACHE_DIR:cache_dir OUTPUT_DIR:output_dir
+# a model config file is passed as an absolute path (papermill runs the notebooks in notebooks/)
+MODEL_ARG = $(if $(wildcard $(MODEL)),$(abspath $(MODEL)),$(MODEL))
 _set = $(filter command line environment environment override,$(origin $(1)))
-NB_PARAMS = -p profile $(PROFILE) \
+NB_PARAMS = -p profile $(PROFILE) $(if $(call _set,MODEL),-p model '$(MODEL_ARG)') \
   $(foreach p,$(NB_VARS),$(if $(call _set,$(firstword $(subst :, ,$(p)))),-p $(lastword $(subst :, ,$(p))) '$($(firstword $(subst :, ,$(p))))')) \
   $(foreach p,$(NB_PATH_VARS),$(if $(call _set,$(firstword $(subst :, ,$(p)))),-p $(lastword $(subst :, ,$(p))) '$(abspath $($(firstword $(subst :, ,$(p)))))')) \
   $(NB_ARGS)
@@ -125,8 +139,8 @@ table1:  ## run an artifact's notebook: make table1..table9 | fig3..fig11 | quic
 
 $(NB_OUT)/%.ipynb: notebooks/%.ipynb FORCE
 	@mkdir -p $(@D)
-	$(PAPERMILL) --kernel $(NB_KERNEL) --cwd notebooks --no-progress-bar --log-output $< $@ $(NB_PARAMS)
-	@echo "executed notebook: $@; results: results/$(PROFILE)/, figures: figures/$(PROFILE)/"
+	$(PAPERMILL) --kernel $(NB_KERNEL) --cwd notebooks --log-output $< $@ $(NB_PARAMS)
+	@echo "executed notebook: $@; results and figures: results/$(PROFILE)/<model>/<run>/, figures/$(PROFILE)/<model>/<run>/ (the notebook prints them)"
 FORCE:
 
 all:  ## run every notebook (PROFILE=demo|paper); goes on past a failing one and summarises at the end

@@ -22,6 +22,7 @@ from typing import Iterator
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .validation import as_tensor, check_features, check_ids, check_matrix, check_positive
 
@@ -64,7 +65,8 @@ def similarity_chunks(image: torch.Tensor, text: torch.Tensor, budget: int = DEF
 
 
 def similarity_tiles(image: torch.Tensor, text: torch.Tensor, budget: int = DEFAULT_BUDGET,
-                     device=None, scale: float | None = None) -> Iterator[tuple[slice, slice, torch.Tensor]]:
+                     device=None, scale: float | None = None,
+                     progress: str | None = None) -> Iterator[tuple[slice, slice, torch.Tensor]]:
     """Yield ``(rows, cols, scale · image[rows] @ text[cols].T)`` tiles, shape (r, c), covering all pairs.
 
     For reductions over a whole corpus row (top-1, logsumexp) that can be merged across column blocks.
@@ -72,11 +74,12 @@ def similarity_tiles(image: torch.Tensor, text: torch.Tensor, budget: int = DEFA
     run in cache instead of re-reading a (rows x K) chunk from memory: corpus-wide logsumexp and top-1
     ~1.5-2x faster on the 2-core machine (benchmarks/results/findings-2026-11-23.md). On other devices
     a tile is a whole ``similarity_chunks`` chunk (all columns). Same inputs and buffer rule as there.
+    ``progress``: a description to show a tqdm bar over the images (None: no bar).
     """
-    return _blocks(image, text, budget, device, scale, tiled=True)
+    return _blocks(image, text, budget, device, scale, tiled=True, progress=progress)
 
 
-def _blocks(image, text, budget, device, scale, tiled: bool):
+def _blocks(image, text, budget, device, scale, tiled: bool, progress: str | None = None):
     image, text = as_tensor(image, "image features"), as_tensor(text, "text features")
     device = torch.device(device or text.device)
     text_t = text.to(device).T
@@ -85,7 +88,7 @@ def _blocks(image, text, budget, device, scale, tiled: bool):
     width = min(k, TILE_COLS) if tiled else k
     step = min(rows_per_chunk(width, budget), TILE_ROWS if tiled else n)
     buf = torch.empty(min(step, n), width, device=device)
-    for start in range(0, n, step):
+    for start in tqdm(range(0, n, step), desc=progress, disable=progress is None, leave=False):
         rows = slice(start, min(start + step, n))
         chunk = image[rows].to(device, non_blocking=True)
         if scale is not None:
@@ -96,13 +99,13 @@ def _blocks(image, text, budget, device, scale, tiled: bool):
 
 
 def zero_shot_top1(image: torch.Tensor, text: torch.Tensor, budget: int = DEFAULT_BUDGET,
-                   device=None) -> tuple[torch.Tensor, torch.Tensor]:
+                   device=None, progress: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero-shot top-1 concept of each image: ``(index (N,) long, cosine (N,) float)``.
 
     image: (N, D), text: (K, D). Argmax of the cosine = argmax of any softmax over the same texts.
     Over column tiles only the row maxima are kept (``amax``: ~8x cheaper than ``max`` with indices
     on the CPU); the argmax is then taken inside each row's best tile, a product of 1 / (number of
-    tiles) of the work.
+    tiles) of the work. ``progress``: a tqdm description (None: no bar).
     """
     text = check_features(text, "text features")
     image = check_features(image, "image features", text.shape[1])
@@ -111,7 +114,7 @@ def zero_shot_top1(image: torch.Tensor, text: torch.Tensor, budget: int = DEFAUL
     val = torch.full((n,), -math.inf)
     best_tile = torch.zeros(n, dtype=torch.long)
     width = k
-    for rows, cols, sim in similarity_tiles(image, text, budget, device):
+    for rows, cols, sim in similarity_tiles(image, text, budget, device, progress=progress):
         if cols.stop - cols.start == k:  # the tile is the whole row
             v, i = sim.max(dim=1)
             idx[rows], val[rows] = i.cpu(), v.cpu()
@@ -131,23 +134,23 @@ def zero_shot_top1(image: torch.Tensor, text: torch.Tensor, budget: int = DEFAUL
 
 
 def lse_rows(image: torch.Tensor, text: torch.Tensor, tau: float, budget: int = DEFAULT_BUDGET,
-             device=None) -> torch.Tensor:
+             device=None, progress: str | None = None) -> torch.Tensor:
     """(N,) ``log Σ_k exp(h·z_k/τ)`` over all rows of ``text`` (K, D): the ``neg_lse`` of ``eq1_logit``.
 
     Label sets that share most of their negatives (PosMine and ClusterMine at every M and C share
-    the corpus minus the candidate concepts) compute this big part once per image set.
+    the corpus minus the candidate concepts) compute this big part once per image set. ``progress``: a tqdm description.
     """
     tau = check_positive(tau, "tau", TAU_HINT)
     text = check_features(text, "text features")
-    return lse_tiles(check_features(image, "image features", text.shape[1]), text, tau, budget, device)
+    return lse_tiles(check_features(image, "image features", text.shape[1]), text, tau, budget, device, progress)
 
 
 def lse_tiles(image: torch.Tensor, text: torch.Tensor, tau: float, budget: int = DEFAULT_BUDGET,
-              device=None) -> torch.Tensor:
+              device=None, progress: str | None = None) -> torch.Tensor:
     """(N,) logsumexp of ``image @ text.T / tau`` (both already normalised, tau checked), merged across
     column tiles (CPU): ``lse_rows`` without its validation, for callers that validated once."""
     out = torch.full((image.shape[0],), -math.inf)
-    for rows, _, logits in similarity_tiles(image, text, budget, device, scale=1.0 / tau):
+    for rows, _, logits in similarity_tiles(image, text, budget, device, scale=1.0 / tau, progress=progress):
         out[rows] = torch.logaddexp(out[rows], lse_(logits).cpu())
     return out
 

@@ -75,6 +75,10 @@ class Pipeline:
         s = self.settings
         return check_positive(s.tau, "tau") if s.tau is not None else scoring.default_tau(self.bench.logit_scale)
 
+    def _bar(self, desc: str) -> str | None:
+        """A progress-bar description when the settings ask for bars, else None."""
+        return desc if self.settings.progress else None
+
     def _cached(self, key, make: Callable):
         if key not in self._cache:
             self._cache[key] = make()
@@ -85,7 +89,7 @@ class Pipeline:
         """(N,) zero-shot top-1 corpus index of every ID training image."""
         b = self.bench
         return self._cached(("top1", b.corpus.name, len(b.corpus)), lambda: dense.zero_shot_top1(
-            b.train.features, b.corpus_text, device=self.settings.device)[0])
+            b.train.features, b.corpus_text, device=self.settings.device, progress=self._bar("top-1 concepts"))[0])
 
     def clusters(self, n_clusters: int | None = None) -> torch.Tensor:
         """(N,) TEMI cluster of every ID training image for C = n_clusters."""
@@ -107,7 +111,8 @@ class Pipeline:
         hit = self._cache.get(("background", id(x)))
         if hit is None or hit[0] is not x:
             rest = self._cached("rest_text", lambda: b.corpus_text[mining.complement(self.candidates(), len(b.corpus))])
-            hit = (x, dense.lse_rows(x, rest, self.tau, device=self.settings.device))
+            hit = (x, dense.lse_rows(x, rest, self.tau, device=self.settings.device,
+                                     progress=self._bar("corpus-wide negative mass")))
             self._cache[("background", id(x))] = hit
         return hit[1]
 
@@ -145,5 +150,5 @@ class Pipeline:
 
         show = self.settings.progress if progress is None else progress
         jobs = [(m, i) for i in id_sets for m in methods]
-        parts = [self.evaluate(m, i, ood_sets) for m, i in tqdm(jobs, desc="methods", disable=not show)]
+        parts = [self.evaluate(m, i, ood_sets) for m, i in tqdm(jobs, desc="methods", disable=not show, leave=False)]
         return pd.concat(parts, ignore_index=True)

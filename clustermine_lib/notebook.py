@@ -30,7 +30,7 @@ with warnings.catch_warnings():  # tqdm.auto warns once on stderr in a kernel wi
 
 from .benchmark import OOD_SETS, Benchmark
 from .corpus import DEFAULT_CORPUS, DEFAULT_PREPROCESS
-from .fileio import atomic_write
+from .fileio import atomic_write, content_hash
 from .models import DEFAULT_MODEL
 from .prompts import DEFAULT_PROMPTS
 
@@ -105,6 +105,7 @@ class Config:
     profile: str = "demo"
     model: str = _MODEL
     pretrained: str | None = _TAG
+    checkpoint: str | None = None
     corpus: str = DEFAULT_CORPUS
     prompts: str = DEFAULT_PROMPTS
     C: int | None = None
@@ -115,8 +116,9 @@ class Config:
     data_root: str | None = None
     cache_dir: str | None = None
     output_dir: str | None = None
-    device: str | None = None
+    device: str | None = "auto"
     max_eval: int | None = None
+    progress: bool | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -128,8 +130,11 @@ class Config:
                 raise ValueError(f"{name} must be a positive int or None, got {v!r}.")
         if self.tau is not None and not (isinstance(self.tau, (int, float)) and self.tau > 0):
             raise ValueError(f"tau must be a number > 0 or None, got {self.tau!r}.")
-        if self.pretrained in ("", "none", "None"):
-            self.pretrained = None
+        for name in ("pretrained", "checkpoint"):
+            if getattr(self, name) in ("", "none", "None"):
+                setattr(self, name, None)
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise ValueError(f"progress must be True, False or None (on in the paper profile), got {self.progress!r}.")
 
     def __getattr__(self, name):  # artifact-specific parameters: cfg.k_values, cfg.pos_corpus_file ...
         extra = self.__dict__.get("extra", {})
@@ -147,12 +152,50 @@ class Config:
         return Path(self.output_dir).expanduser() if self.output_dir else Path(__file__).resolve().parent.parent
 
     @property
+    def show_progress(self) -> bool:
+        """Progress bars: the ``progress`` parameter, else on in the paper profile (minutes-long cells) and
+        off in the demo (seconds; and nbval compares every output)."""
+        return (not self.demo) if self.progress is None else self.progress
+
+    @property
+    def model_id(self) -> str:
+        """The features' model: ``simulated`` (demo) or the feature cache's id, e.g. ``ViT-H-14--dfn5b`` or
+        ``<arch>--ckpt-<fingerprint>`` for a local checkpoint."""
+        if self.demo:
+            return "simulated"
+        if "_model_id" not in self.__dict__:
+            from .extract import ModelRef
+
+            self.__dict__["_model_id"] = ModelRef.resolve(self.model, self.pretrained, self.checkpoint, "cpu").model_id
+        return self.__dict__["_model_id"]
+
+    @property
+    def run_name(self) -> str:
+        """``<model id>/<corpus>.<prompts>.seed<seed>[.C..][.M..][.K..][.tau..][.max_eval..][.x<hash>]``: the
+        folder of this run's outputs, so that runs with other weights, corpus, prompts, seed or parameters
+        (papermill sweeps included) never overwrite each other. ``x<hash>`` covers the notebook's own
+        parameters when any differs from its default (``None``)."""
+        tags = [f"{self.corpus}.{self.prompts}.seed{self.seed}"]
+        tags += [f"{n}{getattr(self, n)}" for n in ("C", "M", "K", "tau", "max_eval") if getattr(self, n) is not None]
+        own = {k: v for k, v in sorted(self.extra.items()) if not k.startswith("_") and v is not None}
+        if own:
+            tags.append("x" + content_hash(own, size=4))
+        return f"{self.model_id}/{'.'.join(tags)}"
+
+    @property
     def results_dir(self) -> Path:
-        return self.root / "results" / self.profile
+        return self.root / "results" / self.profile / self.run_name
 
     @property
     def figures_dir(self) -> Path:
-        return self.root / "figures" / self.profile
+        return self.root / "figures" / self.profile / self.run_name
+
+    def run_columns(self) -> dict:
+        """What every CSV row of this run carries: the profile, the features' model, weights, corpus,
+        prompts, seed, and whether the numbers are SIMULATED."""
+        return {"profile": self.profile, "model": self.model_id, "pretrained": None if self.demo else self.pretrained,
+                "checkpoint": None if self.demo else self.checkpoint, "corpus": self.corpus, "prompts": self.prompts,
+                "seed": self.seed, "simulated": self.demo}
 
     def sweep(self, name: str):
         """A sweep's values: the notebook's parameter if set, else the profile's default (``SWEEPS``)."""
@@ -239,7 +282,8 @@ def open_benchmark(cfg: Config, ood=OOD_SETS, shifted=(), *, corpus=None, prepro
 
     return features.load_benchmark(model or cfg.model, pretrained if model else cfg.pretrained, corpus=corpus,
                                    prompts=prompts, cache_dir=cfg.cache_dir, ood=tuple(ood), shifted=tuple(shifted),
-                                   preprocess=preprocess, data_root=cfg.data_root)
+                                   checkpoint=None if model else cfg.checkpoint, preprocess=preprocess,
+                                   data_root=cfg.data_root)
 
 
 def check_feature_files(cfg: Config, variants: Iterable[dict], datasets=None, model: str | None = None) -> None:
@@ -257,7 +301,7 @@ def check_feature_files(cfg: Config, variants: Iterable[dict], datasets=None, mo
     text = [{"corpus": v.get("corpus", cfg.corpus), "preprocess": v.get("preprocess", DEFAULT_PREPROCESS),
              "prompts": v.get("prompts", cfg.prompts)} for v in variants]
     features.check_cached(model or cfg.model, None if model else cfg.pretrained,
-                          datasets=tuple(datasets or GROUPS["paper"]),
+                          checkpoint=None if model else cfg.checkpoint, datasets=tuple(datasets or GROUPS["paper"]),
                           text=[t for t in text if not isinstance(t["corpus"], Corpus)],
                           cache_dir=cfg.cache_dir, data_root=cfg.data_root)
     return None
@@ -293,14 +337,17 @@ def describe(bench: Benchmark, run=None) -> str:
 # Saving
 # ================================================================================================
 def save_table(df: pd.DataFrame, cfg: Config, name: str) -> str:
-    """Write ``results/<profile>/<name>.csv`` atomically; return its path relative to the output root."""
+    """Write ``results/<profile>/<run>/<name>.csv`` atomically, every row stamped with ``cfg.run_columns()``
+    (a column the table already has, e.g. Table 3's per-row corpus, is kept); return its path relative to
+    the output root."""
     path = cfg.results_dir / f"{name}.csv"
-    atomic_write(path, lambda p: df.to_csv(p, index=False))
+    stamped = df.assign(**{k: v for k, v in cfg.run_columns().items() if k not in df.columns})
+    atomic_write(path, lambda p: stamped.to_csv(p, index=False))
     return _rel(path, cfg)
 
 
 def save_figure(fig, cfg: Config, name: str) -> list[str]:
-    """Write ``figures/<profile>/<name>.png`` and ``.pdf`` atomically; return their relative paths."""
+    """Write ``figures/<profile>/<run>/<name>.png`` and ``.pdf`` atomically; return their relative paths."""
     from .plots import save
 
     return [_rel(p, cfg) for p in save(fig, cfg.figures_dir, name)]

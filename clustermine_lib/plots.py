@@ -267,7 +267,9 @@ def fig6_curves(k_df: pd.DataFrame, m_df: pd.DataFrame, c_df: pd.DataFrame, simu
 
 
 # ---------------------------------------------------------------------------------------- Fig. 7
-def fig7_panels(f7: pd.DataFrame, proposal: int | None = None, simulated: bool = False):
+def fig7_panels(f7: pd.DataFrame, proposal: int | None = None, simulated: bool = False, note: str | None = None):
+    """The four cluster statistics vs C; the label-free proposal as a dotted line, or ``note`` (why there is
+    none) in the title."""
     cols = [("purity_pct", "%", "Purity"), ("entropy", "nats", "Entropy (top-1 concepts)"),
             ("redundancy_pct", "%", "Redundancy ratio"), ("pos_per_cluster_pct", "%", "|Y_pos| / C")]
     fig, axes = plt.subplots(1, 4, figsize=(WIDTH, 2.2))
@@ -283,7 +285,7 @@ def fig7_panels(f7: pd.DataFrame, proposal: int | None = None, simulated: bool =
         if proposal is not None:
             ax.axvline(proposal, ls=":", color="0.3", lw=1)
     return _finish(fig, "Fig. 7: ClusterMine's clusters vs C" + (
-        f" (dotted: label-free elbow proposal, C={proposal})" if proposal else ""), simulated)
+        f" (dotted: label-free elbow proposal, C={proposal})" if proposal else f" ({note})" if note else ""), simulated)
 
 
 # ---------------------------------------------------------------------------------------- Fig. 8 / 11

@@ -11,7 +11,6 @@ C and one score vector per (method, set). Files are written with ``fileio.atomic
 from __future__ import annotations
 
 import hashlib
-import json
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -104,14 +103,17 @@ class Runner(Pipeline):
     def from_config(cls, bench: Benchmark, cfg=None, cache: bool = True, max_eval: int | None = None,
                     **overrides) -> "Runner":
         """A Runner with ``Settings.for_benchmark`` and the notebook's C / M / K / tau / seed / device
-        (``notebook.Config``). K is NegLabel's number of negatives (NegLabel* keeps its own). No progress
-        bars."""
+        (``notebook.Config``; device "auto" = CUDA when present) and progress bars (``Config.show_progress``).
+        K is NegLabel's number of negatives (NegLabel* keeps its own)."""
         opts = {}
         if cfg is not None:
             for name, attr in (("n_clusters", "C"), ("m", "M"), ("neglabel_k", "K"), ("tau", "tau")):
                 if getattr(cfg, attr) is not None:
                     opts[name] = getattr(cfg, attr)
-            opts["seed"], opts["device"] = cfg.seed, cfg.device
+            from .models import default_device
+
+            opts["seed"], opts["device"] = cfg.seed, str(default_device(cfg.device))
+            opts["progress"] = cfg.show_progress
         opts.update(overrides)
         opts.setdefault("progress", False)
         if cfg is not None and max_eval is None:
@@ -139,24 +141,48 @@ class Runner(Pipeline):
         return d
 
     def _disk(self, kind: str, key: dict, compute: Callable[[], np.ndarray]) -> np.ndarray:
-        """``compute()`` (a numpy array) cached as ``<store>/<kind>/<hash>.npy`` + a JSON of its key."""
+        """``compute()`` (a numpy array) cached as ``<store>/<kind>/<hash>.npy`` + ``<hash>.json``.
+
+        The JSON (written last) holds the key and the value's shape, dtype and content hash; an entry
+        is used only when its key, shape, dtype and hash all match, else the value is recomputed and
+        both files rewritten (a truncated, overwritten or half-written entry is never returned). An
+        entry of the earlier layout (JSON = the key alone) is adopted when its key matches and the
+        ``.npy`` loads: its hash is then recorded."""
+        import json
+
+        from .fileio import read_json
+
         if self.store is None:
             return self.quiet(compute)
         full = {**key, "kind": kind, "code": code_version(kind)}
         path = self.store / kind / f"{content_hash(full)}.npy"
-        if path.exists():
-            try:
-                return np.load(path, allow_pickle=False)
-            except (OSError, ValueError):
-                pass  # a damaged file is recomputed
+        side_path = path.with_suffix(".json")
+
+        def describe(v: np.ndarray) -> dict:
+            return {"shape": list(v.shape), "dtype": str(v.dtype), "hash": content_hash(v)}
+
+        side = read_json(side_path)
+        if isinstance(side, dict) and path.is_file():
+            legacy = "value" not in side
+            if (side if legacy else side.get("key")) == json.loads(json.dumps(full, default=str)):
+                try:
+                    value = np.load(path, allow_pickle=False)
+                except (OSError, ValueError, EOFError):
+                    value = None  # damaged: recomputed below
+                if value is not None and legacy:  # written before entries carried a hash: adopt it
+                    write_json(side_path, {"key": full, "value": describe(value)})
+                    return value
+                if value is not None and side.get("value") == describe(value):
+                    return value
         value = np.asarray(self.quiet(compute))
 
         def write(p):
             with open(p, "wb") as f:
                 np.save(f, value, allow_pickle=False)
 
+        side_path.unlink(missing_ok=True)  # the old description never vouches for the new file
         atomic_write(path, write)
-        write_json(path.with_suffix(".json"), full)
+        write_json(side_path, {"key": full, "value": describe(value)})
         return value
 
     def quiet(self, compute):
@@ -262,8 +288,3 @@ class Runner(Pipeline):
         rows = [{"method": label, "id_set": id_name, "ood_set": n, **metrics.evaluate(s_id, score_of(n))}
                 for n in sets]
         return pd.DataFrame(rows, columns=COLUMNS)
-
-    def table(self, methods=methods.METHODS, id_sets=("test",), ood_sets=OOD_SETS,
-              progress: bool | None = None) -> pd.DataFrame:
-        parts = [self.evaluate(m, i, ood_sets) for i in id_sets for m in methods]
-        return pd.concat(parts, ignore_index=True)

@@ -25,7 +25,7 @@ def test_check_parameters_reads_declared_and_injected_names():
     cfg = N.check_parameters(ns)
     assert cfg.profile == "paper" and cfg.C == 400 and not cfg.demo
     assert cfg.k_values is None and cfg.sweep("c_values") == N.SWEEPS["paper"]["c_values"]
-    assert cfg.results_dir.parts[-2:] == ("results", "paper")
+    assert cfg.results_dir.parts[-4:] == ("results", "paper", "ViT-H-14--dfn5b", "wordnet-na.simple-7.seed0.C400")
 
 
 def test_check_parameters_rejects_an_unknown_injected_name():
@@ -191,16 +191,20 @@ def test_save_table_and_figure_write_atomically(tmp_path):
 
     cfg = N.Config(output_dir=str(tmp_path))
     df = pd.DataFrame([{"method": "MCM", "id_set": "ImageNet", "ood_set": "NINCO", "auroc": 90.0, "fpr95": 40.0}])
-    assert N.save_table(df, cfg, "table_x") == "results/demo/table_x.csv"
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "results/demo/table_x.csv"), df)
+    run = "simulated/wordnet-na.simple-7.seed0"
+    assert N.save_table(df, cfg, "table_x") == f"results/demo/{run}/table_x.csv"
+    saved = pd.read_csv(tmp_path / f"results/demo/{run}/table_x.csv")
+    pd.testing.assert_frame_equal(saved[df.columns], df)
+    assert saved[["profile", "model", "corpus", "prompts", "seed", "simulated"]].iloc[0].tolist() == [
+        "demo", "simulated", "wordnet-na", "simple-7", 0, True]
     scores = pd.DataFrame({"method": ["MCM"] * 6, "set": ["ImageNet"] * 3 + ["NINCO"] * 3,
                            "score": np.arange(6, dtype=float)})
     paths = N.save_figure(P.score_histograms(scores, simulated=True), cfg, "fig_x")
-    assert paths == ["figures/demo/fig_x.png", "figures/demo/fig_x.pdf"]
+    assert paths == [f"figures/demo/{run}/fig_x.png", f"figures/demo/{run}/fig_x.pdf"]
     for p in paths:
         assert (tmp_path / p).stat().st_size > 1000
     assert (tmp_path / paths[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(f.name for f in (tmp_path / "figures/demo").iterdir()) == ["fig_x.pdf", "fig_x.png"]
+    assert sorted(f.name for f in (tmp_path / f"figures/demo/{run}").iterdir()) == ["fig_x.pdf", "fig_x.png"]
 
 
 def test_paper_profile_without_features_names_them_and_the_make_command(tmp_path):
@@ -223,3 +227,24 @@ def test_registry_derives_the_lists_the_errors_and_the_styles():
         methods.get("Nope")
     with pytest.raises(ValueError, match=r"'MCM' mines no labels.*PosMine"):
         methods.miner("MCM")
+
+
+# ------------------------------------------------------------------------------------------ runs never overwrite
+def test_every_parameter_that_changes_a_number_names_the_output_folder(tmp_path):
+    base = N.Config(output_dir=str(tmp_path))
+    names = {N.Config(output_dir=str(tmp_path), **kw).results_dir for kw in (
+        {}, {"seed": 1}, {"corpus": "wordnet-n"}, {"prompts": "basic"}, {"C": 2000}, {"K": 40_000},
+        {"extra": {"k_values": [1000, None]}}, {"profile": "paper"}, {"profile": "paper", "model": "ViT-B-16",
+                                                                        "pretrained": "openai"})}
+    assert len(names) == 9 and base.results_dir == N.Config(output_dir=str(tmp_path), extra={"_t0": 1.0}).results_dir
+    assert N.Config(profile="paper").run_columns()["simulated"] is False and base.run_columns()["simulated"] is True
+
+
+def test_device_auto_picks_cuda_when_present(monkeypatch, tiny_bench):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert Runner.from_config(tiny_bench, N.Config(), cache=False).settings.device == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run = Runner.from_config(tiny_bench, N.Config(), cache=False)
+    assert run.settings.device == "cpu" and run.settings.progress is False  # demo: no bars (nbval)
+    assert Runner.from_config(tiny_bench, N.Config(device="cpu", progress=True), cache=False).settings.progress
+    assert N.Config(profile="paper").show_progress  # the paper profile's long cells show bars

@@ -17,10 +17,20 @@ def fig7_data(run: Runner, c_values) -> pd.DataFrame:
                         pos_per_cluster_pct=100 * sweep.pos_per_cluster)
 
 
+NO_ELBOW = "no elbow: the heuristic needs >= 3 values of C"
+
+
 def fig7_proposal(f7: pd.DataFrame) -> pd.DataFrame:
-    """The elbow heuristic of appendix B: C proposed by |Y_pos|/C and by the redundancy ratio."""
+    """The elbow heuristic of appendix B: C proposed by |Y_pos|/C and by the redundancy ratio (with fewer
+    than 3 values of C, one row saying why none is proposed)."""
     if len(f7) < 3:
-        return pd.DataFrame([{"metric": "(needs >= 3 values of C)", "proposed C": np.nan}])
+        return pd.DataFrame([{"metric": f"({NO_ELBOW})", "proposed C": np.nan}])
     p = analysis.propose_c(f7)
     rows = [{"metric": m, "proposed C": c} for m, c in p["by_metric"].items()]
     return pd.DataFrame(rows + [{"metric": "proposal (largest)", "proposed C": p["C"]}])
+
+
+def proposed_c(proposal: pd.DataFrame) -> int | None:
+    """The proposal of ``fig7_proposal`` as an int, None when there is none (fewer than 3 values of C)."""
+    c = proposal["proposed C"].iloc[-1]
+    return None if pd.isna(c) else int(c)
