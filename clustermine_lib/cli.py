@@ -85,21 +85,69 @@ def data(size: str = "demo", seed: int = 0, variants: bool = True) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="clustermine", description=__doc__,
+# ----------------------------------------------------------------------------- errors
+def error_text(e: BaseException) -> str:
+    """The message of ``e`` as the user should read it (the type only when the message alone says
+    nothing: ``KeyError: 'x'``)."""
+    msg = str(e).strip()
+    if isinstance(e, (ValueError, OSError, RuntimeError)) and msg:
+        return msg
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def run_cli(fn, argv=None, prog: str = "clustermine") -> int:
+    """Run ``fn(argv) -> exit code`` as a command: an error is printed as ``<prog>: error: <message>``
+    on stderr (one line unless the message is a list) and gives exit code 1; Ctrl-C gives 130. With
+    ``--debug`` in ``argv`` (or ``CLUSTERMINE_DEBUG=1``) the exception propagates with its traceback.
+    Under torchrun only rank 0 prints."""
+    import os
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("CLUSTERMINE_DEBUG", "") not in ("", "0")
+    try:
+        return fn(argv)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted; rerun the same command to continue (finished work is kept).", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        if os.environ.get("RANK", "0") != "0":
+            return 1  # rank 0 says it
+        text = error_text(e)
+        hint = "(--debug shows the traceback)"
+        print(f"{prog}: error: {text}" + (f" {hint}" if "\n" not in text else f"\n{hint}"), file=sys.stderr)
+        return 1
+
+
+# ----------------------------------------------------------------------------- command line
+def _parser() -> argparse.ArgumentParser:
+    """The ``clustermine`` parser. Add a subcommand with ``sub.add_parser(name, parents=[common], ...)``
+    (``common`` holds ``--debug``) and a branch in ``_main``."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    p = argparse.ArgumentParser(prog="clustermine", description=__doc__, parents=[common],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("demo", help="ClusterMine vs MCM and PosMine on the simulated benchmark")
+    d = sub.add_parser("demo", parents=[common], help="ClusterMine vs MCM and PosMine on the simulated benchmark")
     d.add_argument("--size", default="demo", choices=["tiny", "demo"])
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--methods", default=",".join(DEMO_METHODS),
                    help="comma-separated, or 'all' for every Table 1 method")
     d.add_argument("--out", default="results/demo")
-    b = sub.add_parser("data", help="build and cache the simulated benchmark (what the notebooks load)")
+    b = sub.add_parser("data", parents=[common],
+                       help="build and cache the simulated benchmark (what the notebooks load)")
     b.add_argument("--size", default="demo", choices=["tiny", "demo"])
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--no-variants", action="store_true",
                    help="only the default benchmark, not the corpora / prompt sets / models the notebooks vary")
+    return p
+
+
+def _main(argv) -> int:
+    p = _parser()
     args = p.parse_args(argv)
     if args.cmd == "data":
         return data(args.size, args.seed, not args.no_variants)
@@ -112,6 +160,11 @@ def main(argv=None) -> int:
             p.error(f"unknown method(s) {unknown}; known: {list(METHODS)}")
         return demo(args.size, args.seed, methods, args.out)
     return 1
+
+
+def main(argv=None) -> int:
+    """``clustermine <subcommand>``: errors are one message on stderr (``--debug``: the traceback)."""
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

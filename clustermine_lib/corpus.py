@@ -13,13 +13,21 @@ Pre-processing (paper Table 6), ``preprocess=``:
 - ``dup-1-lemma``: one lemma per synset, duplicates kept,
 - ``dup-all-lemmas``: every lemma of every synset, duplicates kept.
 
-The POS-tagging corpora of Table 3 cannot be shipped: load them from a file with ``load_corpus_file``.
+The POS-tagging corpora of Table 3 cannot be shipped: load them from a file with ``load_corpus_file``
+(UTF-8, a BOM is dropped; a file in another encoding is an error naming the file and line).
 Every concept keeps its synset id (``dog.n.01``) when it has one, so WordNet distances can be measured.
+
+A built corpus is cached as ``<cache>/corpora/<corpus>.<preprocess>.v2.tsv``: a header line with
+its key (corpus, pre-processing, format), row count and content hash, then one ``name, synset, pos``
+row per concept (csv quoting). It is verified when read; a truncated, damaged or stale file is
+rebuilt from WordNet (a few seconds), with a warning naming it.
 """
 from __future__ import annotations
 
 import csv
 import io
+import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,35 +136,99 @@ def _wordnet_synsets(corpus: str):
     return in21k_synsets()
 
 
+TSV_FORMAT = 2  # bump when the rules of _build / _synset_entries or the file layout change
+_TSV_MAGIC = "#clustermine-corpus"
+
+
 def _cache_path(corpus: str, preprocess: str) -> Path:
     from .wordnet import cache_dir
 
-    return cache_dir() / "corpora" / f"{corpus}.{preprocess}.v1.tsv"
+    return cache_dir() / "corpora" / f"{corpus}.{preprocess}.v{TSV_FORMAT}.tsv"
 
 
-def _write_tsv(path: Path, c: Corpus) -> None:
+def _corpus_hash(c: Corpus) -> str:
+    from .fileio import content_hash
+
+    return content_hash("\n".join(c.names).encode(), "\n".join(c.synsets).encode(), "\n".join(c.pos).encode())
+
+
+def _write_tsv(path: Path, c: Corpus, key: dict) -> None:
     from .fileio import atomic_write
 
     buf = io.StringIO(newline="")
+    head = {**key, "n": len(c), "hash": _corpus_hash(c)}
+    buf.write(f"{_TSV_MAGIC}\t{json.dumps(head, sort_keys=True)}\n")
     csv.writer(buf, delimiter="\t", lineterminator="\n").writerows(zip(c.names, c.synsets, c.pos))
     atomic_write(path, buf.getvalue())
 
 
+def _read_tsv(path: Path, key: dict, name: str) -> Corpus:
+    """The corpus in a cached TSV, verified against ``key`` (header), its row count and content hash;
+    raises ``ValueError`` saying what is wrong."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 ({e.reason} at byte {e.start})") from None
+    first, _, body = text.partition("\n")
+    magic, _, header = first.partition("\t")
+    if magic != _TSV_MAGIC:
+        raise ValueError("no header line (an older format or not a corpus cache)")
+    try:
+        head = json.loads(header)
+    except ValueError:
+        raise ValueError("unreadable header line") from None
+    if {k: head.get(k) for k in key} != key:
+        raise ValueError(f"made from other inputs ({ {k: head.get(k) for k in key} } instead of {key})")
+    try:
+        rows = list(csv.reader(io.StringIO(body, newline=""), delimiter="\t"))
+    except csv.Error as e:
+        raise ValueError(f"unreadable rows ({e})") from None
+    bad = next((i for i, r in enumerate(rows) if len(r) != 3), None)
+    if bad is not None:
+        raise ValueError(f"line {bad + 2} has {len(rows[bad])} fields instead of 3 (cut or damaged)")
+    if len(rows) != head.get("n"):
+        raise ValueError(f"{len(rows)} concepts where its header says {head.get('n')} (truncated)")
+    c = Corpus(name, tuple(r[0] for r in rows), tuple(r[1] for r in rows), tuple(r[2] for r in rows))
+    if _corpus_hash(c) != head.get("hash"):
+        raise ValueError("its content does not match its hash (damaged)")
+    return c
+
+
 def load_corpus(corpus: str = DEFAULT_CORPUS, preprocess: str = DEFAULT_PREPROCESS, cache: bool = True) -> Corpus:
-    """Build (or read from the project cache) a registered corpus; see the module docstring."""
+    """Build (or read from the project cache, verified) a registered corpus; see the module docstring."""
     if corpus not in CORPORA:
         raise ValueError(f"Unknown corpus {corpus!r}. Known corpora: {sorted(CORPORA)}; "
                          "for another corpus use load_corpus_file(path).")
     if preprocess not in PREPROCESS:
         raise ValueError(f"Unknown corpus pre-processing {preprocess!r}. Choose one of {list(PREPROCESS)}.")
     path = _cache_path(corpus, preprocess)
+    key = {"corpus": corpus, "preprocess": preprocess, "format": TSV_FORMAT}
     if cache and path.exists():
-        rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()]
-        return Corpus(corpus, tuple(r[0] for r in rows), tuple(r[1] for r in rows), tuple(r[2] for r in rows))
+        try:
+            return _read_tsv(path, key, corpus)
+        except (OSError, ValueError) as e:
+            warnings.warn(f"corpus cache {path}: {e}; rebuilding it from WordNet.", stacklevel=2)
     result = _build(_synset_entries(_wordnet_synsets(corpus), preprocess), corpus, preprocess)
     if cache:
-        _write_tsv(path, result)
+        _write_tsv(path, result, key)
+        path.with_name(f"{corpus}.{preprocess}.v1.tsv").unlink(missing_ok=True)  # replaced (unverifiable format)
     return result
+
+
+def read_text_file(path) -> str:
+    """A user text file as ``str``: UTF-8, a BOM dropped; another encoding is a ``ValueError`` naming
+    the file, the line and the byte."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise ValueError(f"{path} is UTF-16; save it as UTF-8.")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ValueError(f"{path} line {line} (column {col}) is not UTF-8: byte 0x{raw[e.start]:02x}; save the file "
+                         "as UTF-8 (e.g. iconv -f latin1 -t utf-8 in > out).") from None
 
 
 def load_corpus_file(path, name: str | None = None, dedup: bool = True) -> Corpus:
@@ -167,7 +239,7 @@ def load_corpus_file(path, name: str | None = None, dedup: bool = True) -> Corpu
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Corpus file {path} does not exist.")
-    lines = [l for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+    lines = [l for l in read_text_file(path).splitlines() if l.strip()]
     is_csv = bool(lines) and all("," in l for l in lines[: min(len(lines), 20)])
     rows = list(csv.reader(lines)) if is_csv else [[l] for l in lines]
     if is_csv and rows and [c.strip().lower() for c in rows[0][:2]] == ["word", "pos"]:

@@ -14,12 +14,16 @@ Layouts (``DatasetSpec.layout``), all under ``DATA_ROOT/<folder>``:
 - ``index``: class folders named by the 1K class index (ImageNetV2: ``0/`` ... ``999/``);
 - ``images``: OOD sets; every image below the folder, label -1.
 
-Any dataset folder may hold a ``filelist.txt`` (one image path relative to the folder per line,
-optionally followed by a wnid or class index); when present it replaces the folder scan (e.g.
-Textures43, or an ImageNet val folder that is not split into wnid folders).
+Any dataset folder may hold a ``filelist.txt`` (UTF-8; one image path relative to the folder per
+line, optionally followed by whitespace and a wnid or class index; a path may contain spaces); when
+present it replaces the folder scan (e.g. Textures43, or an ImageNet val folder that is not split into
+wnid folders).
 
 Unreadable or corrupt images are skipped, not fatal: ``ImageListDataset`` returns ``None`` for them
-and ``collate_skip`` drops them and reports their indices.
+and ``collate_skip`` drops them and reports their indices; ``extract`` records each as missing or
+unreadable and refuses a dataset where more than a stated share (or every image) was skipped.
+Images are decoded to 8-bit RGB by ``to_rgb``: 16-bit (and 32-bit integer / float) grey images are
+scaled to 0..255, not clipped (PIL's ``convert("RGB")`` clips them to white).
 """
 from __future__ import annotations
 
@@ -201,6 +205,30 @@ def _label(spec: DatasetSpec, relpath: str, given: str | None, wnid_index: dict)
     return wnid_index[token]
 
 
+def read_file_list(path: Path) -> list[tuple[str, str | None]]:
+    """``(relpath, label token or None)`` of each line of a ``filelist.txt``: the whole line when it
+    ends in an image extension, else the path and its last whitespace-separated token (a wnid or
+    class index). UTF-8 (a BOM is dropped); a decoding error names the file and the line."""
+    from .corpus import read_text_file
+
+    pairs = []
+    for line in read_text_file(path).splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if Path(line).suffix.lower() in IMAGE_EXTENSIONS or len(line.split()) == 1:
+            pairs.append((line, None))
+        else:
+            relpath, token = line.rsplit(maxsplit=1)
+            pairs.append((relpath.strip(), token))
+    return pairs
+
+
+def missing_files(root: Path, items) -> list[str]:
+    """The listed relative paths that do not exist under ``root`` (one ``stat`` each)."""
+    return [p for p, _ in items if not (Path(root) / p).is_file()]
+
+
 def list_images(name, data_root=None, seed: int = 0) -> list[tuple[str, int]]:
     """Sorted ``(path relative to the dataset folder, label)`` pairs; label = 1K index or -1 (OOD).
 
@@ -211,8 +239,7 @@ def list_images(name, data_root=None, seed: int = 0) -> list[tuple[str, int]]:
     root = dataset_dir(spec, data_root)
     listing = root / FILE_LIST
     if listing.is_file():
-        rows = [line.split() for line in listing.read_text().splitlines() if line.strip()]
-        pairs = [(r[0], r[1] if len(r) > 1 else None) for r in rows]
+        pairs = read_file_list(listing)
     else:
         pairs = [(p, None) for p in _scan(root)]
     if not pairs:
@@ -224,6 +251,39 @@ def list_images(name, data_root=None, seed: int = 0) -> list[tuple[str, int]]:
         keep = sorted(random.Random(seed).sample(range(len(items)), spec.subset))
         items = [items[i] for i in keep]
     return items
+
+
+def to_rgb(img):
+    """A PIL image as 8-bit RGB. 16-bit grey (``I;16*``) is divided by 257; 32-bit integer (``I``)
+    likewise when it exceeds 255 (a 16-bit file opened as ``I``); float (``F``) in [0, 1] is
+    multiplied by 255. Other modes go through PIL's ``convert``."""
+    from PIL import Image
+
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        import numpy as np
+
+        a = np.asarray(img, dtype=np.float64)
+        if img.mode.startswith("I;16") or (img.mode == "I" and a.max(initial=0) > 255):
+            a = a / 257.0
+        elif img.mode == "F" and a.max(initial=0) <= 1.0:
+            a = a * 255.0
+        img = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
+    return img.convert("RGB")
+
+
+def image_problem(path) -> str | None:
+    """None when ``path`` decodes as an image, else ``"missing"`` or ``"unreadable"``."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    try:
+        with Image.open(path) as img:
+            to_rgb(img)
+    except Exception:
+        return "unreadable"
+    return None
 
 
 class ImageListDataset:
@@ -249,7 +309,7 @@ class ImageListDataset:
         path, label = self.items[i]
         try:
             with Image.open(self.root / path) as img:
-                img = img.convert("RGB")
+                img = to_rgb(img)
             image = self.transform(img) if self.transform is not None else img
         except Exception:  # corrupt, truncated, missing or undecodable: skip, never crash a long run
             self.skipped.append(i)

@@ -173,13 +173,91 @@ def file_fingerprint(path, chunk: int = 8 << 20) -> str:
     return h.hexdigest()
 
 
-def check_checkpoint(checkpoint) -> Path:
+def check_checkpoint(checkpoint, read: bool = False) -> Path:
+    """``checkpoint`` as a path: a state-dict file that exists, with a known suffix; ``read``: also
+    check what can be checked without loading the weights (a ``.safetensors`` header that covers the
+    file; a torch zip archive's directory), naming the file in every error."""
     path = Path(checkpoint).expanduser()
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise ValueError(f"checkpoint must be a state-dict file ending in {CHECKPOINT_SUFFIXES}, got {path.name!r}.")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {path} does not exist.")
+    if read:
+        if path.stat().st_size == 0:
+            raise ValueError(f"checkpoint {path} is empty (0 bytes); copy the file again.")
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            try:
+                with safe_open(str(path), "pt") as f:
+                    f.keys()
+            except Exception as e:
+                raise ValueError(f"checkpoint {path} is not a complete .safetensors file ({_first_line(e)}); "
+                                 "it is truncated or damaged: copy it again.") from None
+        else:
+            import zipfile
+
+            with open(path, "rb") as f:
+                head = f.read(4)
+            if head.startswith(b"PK"):
+                try:
+                    zipfile.ZipFile(path).close()
+                except (zipfile.BadZipFile, OSError) as e:
+                    raise ValueError(f"checkpoint {path} is a damaged torch archive ({e}): it is truncated "
+                                     "or damaged; copy it again.") from None
     return path
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def checkpoint_error(path, arch: str, e: BaseException) -> ValueError:
+    """One line saying why ``path`` could not be loaded as ``arch``'s weights, naming the file; never
+    torch's advice to load with ``weights_only=False`` (this project never unpickles)."""
+    import pickle
+    import re
+
+    text = str(e)
+    if type(e).__name__ == "SafetensorError":
+        why = f"is not a complete .safetensors file ({_first_line(e)}): truncated or damaged; copy it again"
+    elif isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in text:
+        glob = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" (it refers to {glob.group(1)})" if glob else ""
+        why = (f"holds Python objects, not only tensors{what}, or is not a torch file; it was refused and not "
+               "unpickled. Save the weights as a plain state dict (torch.save(model.state_dict(), ...)) or "
+               "as .safetensors")
+    elif "PytorchStreamReader" in text or isinstance(e, EOFError):
+        why = "is not a readable torch archive: truncated or damaged; copy it again"
+    elif "Error(s) in loading state_dict" in text or "size mismatch" in text:
+        missing = re.search(r"Missing key\(s\)[^:]*: (.*?)(?:\.\s|$)", text, re.S)
+        unexpected = re.search(r"Unexpected key\(s\)[^:]*: (.*?)(?:\.\s|$)", text, re.S)
+        sizes = re.findall(r"size mismatch for ([\w.]+)", text)
+        parts = []
+        for label, m in (("missing", missing), ("unexpected", unexpected)):
+            if m:
+                keys = re.findall(r'"([^"]+)"', m.group(1))
+                parts.append(f"{len(keys)} {label} key(s), e.g. {keys[0]}" if keys else label + " keys")
+        if sizes:
+            parts.append(f"{len(sizes)} tensor(s) of another shape, e.g. {sizes[0]}")
+        why = (f"holds the weights of another architecture than {arch} ({'; '.join(parts) or _first_line(e)}): "
+               "pass the --model (open_clip architecture or config .json) the file was trained with")
+    else:
+        why = f"could not be loaded as {arch} weights ({type(e).__name__}: {_first_line(e)})"
+    return ValueError(f"checkpoint {path} {why}.")
+
+
+def preprocess_config(spec: ModelSpec) -> dict:
+    """What decides the image pre-processing (part of the image-feature cache key): the architecture's
+    input size and the tag's mean / std / interpolation / resize mode, read from open_clip's configs
+    (no weights loaded)."""
+    import open_clip
+
+    cfg = open_clip.get_model_config(spec.arch) or {}
+    tag = _tag_config(spec)
+    return {"image_size": cfg.get("vision_cfg", {}).get("image_size"),
+            **{k: tag.get(k) for k in ("mean", "std", "interpolation", "resize_mode")}}
 
 
 def _tag_config(spec: ModelSpec) -> dict:
@@ -277,8 +355,13 @@ def load_model(name: str | ModelSpec = DEFAULT_MODEL, pretrained: str | None = N
     if cfg:
         kwargs["force_quick_gelu"] = bool(cfg.get("quick_gelu", False))
         kwargs.update({f"image_{k}": cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg})
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        spec.arch, pretrained=weights, device=device, weights_only=True, cache_dir=hf_cache_dir, **kwargs)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            spec.arch, pretrained=weights, device=device, weights_only=True, cache_dir=hf_cache_dir, **kwargs)
+    except Exception as e:
+        if not os.path.isfile(str(weights)):
+            raise
+        raise checkpoint_error(weights, spec.arch, e) from e
     model.eval()
     try:
         tokenizer = open_clip.get_tokenizer(spec.arch)
