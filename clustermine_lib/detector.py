@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import math
+
 import torch
 
 from . import dense, mining, scoring
 from .corpus import Corpus
 from .experiments import Settings
+from .fileio import content_hash
 from .validation import check_ids, check_is_fitted, check_matrix, check_positive
 
 
@@ -31,6 +34,8 @@ class _LabelMiner:
     device: str | None = None
     mined_: mining.Mined | None = field(default=None, init=False, repr=False)
     top1_: torch.Tensor | None = field(default=None, init=False, repr=False)
+    threshold_: float | None = field(default=None, init=False, repr=False)
+    id_quantiles_: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def _mine(self, train_features, top1, corpus) -> mining.Mined:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -53,10 +58,57 @@ class _LabelMiner:
         mined = self._mine(train_features, self.top1_, corpus)
         if self.neg_k is not None:  # combined positive + negative mining (section 3.2, end)
             mined = mining.prune_negatives(mined, corpus_text, self.neg_k, budget=self.budget, device=self.device)
+        if len(mined.neg) == 0:
+            raise ValueError(f"{type(self).__name__} left no negative labels (corpus {corpus.name!r} has "
+                             f"{len(corpus)} concepts, all mined as positives): Eq. 1 would score every image "
+                             "1; use a larger corpus.")
         self.mined_ = mined
         self.pos_text_ = corpus_text[mined.pos]
         self.neg_text_ = corpus_text[mined.neg]
+        self.corpus_ = {"name": corpus.name, "size": len(corpus), "names_hash": content_hash("\n".join(corpus.names)),
+                        "text_hash": content_hash(corpus_text)}
         return self
+
+    def calibrate(self, id_features, recall: float = 0.95) -> "_LabelMiner":
+        """Set ``threshold_`` so that ``recall`` of these held-out ID images score at or above it (the
+        smallest such score: ``metrics``' FPR95 operating point), and ``id_quantiles_`` (101 quantiles of
+        their scores, float64) for reading a new score as an ID percentile."""
+        check_is_fitted(self, "mined_")
+        if not 0 < recall <= 1:
+            raise ValueError(f"recall must be in (0, 1], got {recall}.")
+        scores = self.score_samples(id_features).double()
+        k = math.ceil(recall * len(scores))
+        self.threshold_ = float(torch.sort(scores, descending=True).values[k - 1])
+        self.id_quantiles_ = torch.quantile(scores, torch.linspace(0, 1, 101, dtype=torch.float64))
+        self.recall_ = recall
+        return self
+
+    def predict(self, features, threshold: float | None = None) -> torch.Tensor:
+        """(N,) bool, True = OOD: the score is below ``threshold`` (default ``threshold_`` from ``calibrate``)."""
+        check_is_fitted(self, "mined_")
+        t = self.threshold_ if threshold is None else threshold
+        if t is None:
+            raise RuntimeError(f"This {type(self).__name__} has no threshold: call calibrate(held_out_id_features) "
+                               "or pass threshold=.")
+        return self.score_samples(features) < t
+
+    def save(self, directory, meta: dict | None = None, embed_negatives: bool = True):
+        """Write the fitted detector to ``directory`` (``detector.safetensors`` + ``detector.json``;
+        ``detector_files``). ``meta``: what the features came from (model, weights fingerprint, prompts ...)."""
+        from .detector_files import save
+
+        return save(self, directory, meta=meta, embed_negatives=embed_negatives)
+
+    @classmethod
+    def load(cls, directory, corpus_text=None):
+        """A detector saved by ``save``, verified (format, hashes); ``corpus_text`` only when it was saved
+        without its negatives (``embed_negatives=False``)."""
+        from .detector_files import DetectorFileError, load
+
+        det = load(directory, corpus_text=corpus_text)
+        if not isinstance(det, cls):
+            raise DetectorFileError(f"{directory} holds a {type(det).__name__} detector, not a {cls.__name__}.")
+        return det
 
     def score_samples(self, features) -> torch.Tensor:
         """(N,) Eq. 1 log-odds; higher = more ID."""
