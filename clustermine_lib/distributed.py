@@ -55,9 +55,12 @@ def share_from_rank0(obj):
 
 def init_distributed(device=None) -> torch.device:
     """Join the ``torchrun`` process group (when ``WORLD_SIZE`` > 1) and return this rank's device:
-    ``cuda:<LOCAL_RANK>`` with NCCL when CUDA is used, else CPU with gloo."""
+    ``cuda:<LOCAL_RANK>`` with NCCL when CUDA is used (``device`` None, ``"auto"`` or ``"cuda..."`` on a
+    machine with CUDA), else CPU with gloo."""
     import torch.distributed as dist
 
+    if device is not None and str(device).lower() == "auto":
+        device = None  # CUDA when present (models.default_device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))

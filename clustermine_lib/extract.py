@@ -415,11 +415,12 @@ def load_text_features(model, pretrained, names, *, name: str = "custom", prompt
     try:
         meta = check_result(store, "float32", text_expect(ref, names, templates))
     except CacheError as e:
-        from .features import text_command
+        from .features import _elsewhere, text_command
 
-        what = f"text features of {name} x {prompt_name}"
-        raise CacheError(e.path, f"{what}: {e.reason}", e.missing, text_command(ref, name, prompts, cache_dir)) \
-            from None
+        reason = f"text features of {name} x {prompt_name}: {e.reason}"
+        if e.missing:
+            reason += _elsewhere(ref, store, cache_dir)
+        raise CacheError(e.path, reason, e.missing, text_command(ref, name, prompts, cache_dir)) from None
     return _text_result(ref, store, meta, name, prompts, names, cache_dir)
 
 

@@ -276,7 +276,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--text-batch-size", type=int, default=1024)
     p.add_argument("--num-workers", type=int, default=None)
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="auto (CUDA when present; the default), cpu, cuda or cuda:<i>")
     p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE)
     p.add_argument("--dtype", default="float32", choices=list(DTYPES))
     p.add_argument("--seed", type=int, default=0, help="seed of subsampled sets (ImageNet-C)")
@@ -308,7 +308,7 @@ class Plan:
 
 
 def _device_problem(device) -> str | None:
-    if device is None:
+    if device is None or str(device).lower() == "auto":
         return None
     try:
         dev = torch.device(device)
@@ -399,7 +399,7 @@ def preflight(args, device=None, problems=None) -> Plan:
         if not prompts:
             problems.append("--prompts is empty: name one or more prompt sets")
     plan = Plan(ref, datasets, items, corpus, prompts)
-    if ref is not None and not problems:
+    if ref is not None:
         plan.todo = _todo(plan, args)
         if args.knn and "imagenet-train" not in datasets:
             try:
@@ -414,8 +414,10 @@ def preflight(args, device=None, problems=None) -> Plan:
                 problems.append(f"the weights of {ref.spec.key} are not on this machine (not in the Hugging Face "
                                 f"cache) and {len(plan.todo)} cache(s) need them: pass --download (with internet) "
                                 "or --checkpoint PATH (make: CHECKPOINT=PATH); see docs/gpu_workflow.md")
+    if len(problems) == 1:
+        raise PreflightError(f"nothing was extracted: {problems[0]}")
     if problems:
-        raise PreflightError(f"nothing was extracted; {len(problems)} problem(s) to fix first:\n" +
+        raise PreflightError(f"nothing was extracted; {len(problems)} problems to fix first:\n" +
                              "\n".join(f"  - {p}" for p in problems))
     return plan
 
@@ -424,6 +426,9 @@ def _todo(plan: Plan, args) -> list[str]:
     """The requested caches that are not complete for these exact inputs (headers checked)."""
     ref, todo = plan.ref, []
     for d in plan.datasets:
+        if d not in plan.items:  # not listable: it is reported; it would need the model too
+            todo.append(f"image features of {d}")
+            continue
         key = image_key(ref, d, plan.items[d], args.dtype)
         store = image_dir(ref.model_id, d, args.cache_dir)
         try:

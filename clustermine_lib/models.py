@@ -203,8 +203,8 @@ def check_checkpoint(checkpoint, read: bool = False) -> Path:
                 try:
                     zipfile.ZipFile(path).close()
                 except (zipfile.BadZipFile, OSError) as e:
-                    raise ValueError(f"checkpoint {path} is a damaged torch archive ({e}): it is truncated "
-                                     "or damaged; copy it again.") from None
+                    raise ValueError(f"checkpoint {path} is not a readable torch archive ({e}): truncated or "
+                                     "damaged; copy it again.") from None
     return path
 
 
@@ -228,7 +228,7 @@ def checkpoint_error(path, arch: str, e: BaseException) -> ValueError:
         why = (f"holds Python objects, not only tensors{what}, or is not a torch file; it was refused and not "
                "unpickled. Save the weights as a plain state dict (torch.save(model.state_dict(), ...)) or "
                "as .safetensors")
-    elif "PytorchStreamReader" in text or isinstance(e, EOFError):
+    elif "PytorchStreamReader" in text or isinstance(e, (EOFError, OSError)):
         why = "is not a readable torch archive: truncated or damaged; copy it again"
     elif "Error(s) in loading state_dict" in text or "size mismatch" in text:
         missing = re.search(r"Missing key\(s\)[^:]*: (.*?)(?:\.\s|$)", text, re.S)
@@ -343,7 +343,7 @@ def load_model(name: str | ModelSpec = DEFAULT_MODEL, pretrained: str | None = N
     cfg = _tag_config(spec)
     fingerprint = None
     if checkpoint is not None:
-        weights = str(check_checkpoint(checkpoint))
+        weights = str(check_checkpoint(checkpoint, read=True))
         fingerprint = file_fingerprint(weights)
     else:
         weights = cached_weights(spec, hf_cache_dir)
