@@ -4,6 +4,9 @@
 The demo runs on the SIMULATED benchmark (``simulate``): it mines positive labels from real WordNet
 with PosMine and ClusterMine, scores the simulated ID test set against six simulated OOD sets, and
 prints a Table-1-shaped result beside MCM (which is given the true class names).
+
+Errors are one line on stderr, ``clustermine: error: <what and what to do>`` (``run_cli``; ``--debug``
+or ``CLUSTERMINE_DEBUG=1`` shows the traceback); ``python -m clustermine_lib.features`` does the same.
 """
 from __future__ import annotations
 

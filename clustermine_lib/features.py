@@ -4,12 +4,19 @@ the ``make features`` command line (``python -m clustermine_lib.features``).
 - ``load_benchmark(model, pretrained, corpus, prompts, ...)``: assemble cached image features of the
   ID train / test sets and the OOD / shifted sets, plus the text features of the corpus and of the
   1000 ImageNet class names, into the same ``Benchmark`` container the simulated profile returns;
-- ``check_cached(model, ..., datasets=, text=)``: one ``FileNotFoundError`` listing every missing image
-  and text feature cache with the exact ``make features`` command that makes each (a notebook calls it
-  in its first cells instead of failing after minutes of work);
-- ``make_command``: that command line; ``main``: the command line itself. It extracts (``extract``)
-  every dataset or group of ``--dataset`` and the corpus and class-name text features under each
-  prompt set, unchanged under ``torchrun --nproc_per_node=N`` (``distributed``, ``feature_store``).
+  everything it reads is verified (``feature_store``);
+- ``check_cached(model, ..., datasets=, text=)``: one ``FileNotFoundError`` listing every image and
+  text feature cache that is missing, stale (made from other inputs, an older format) or damaged, with
+  the exact ``make features`` command that makes each (a notebook calls it in its first cells instead
+  of failing after minutes of work);
+- ``make_command`` / ``text_command``: those command lines; ``main``: the command line itself. Before
+  anything is extracted, ``preflight`` resolves and checks every dataset of ``--dataset``, the corpus,
+  the prompt sets, the checkpoint, the weights (when something is to be computed) and the numeric
+  options, and stops with one list of every problem. Then it extracts (``extract``) every dataset and
+  the corpus and class-name text features under each prompt set, unchanged under ``torchrun
+  --nproc_per_node=N`` (``distributed``, ``feature_store``). A dataset with too many unreadable
+  images is not recorded; the others still are, and the run then fails naming it. Errors are one
+  message (``--debug``: the traceback).
 """
 from __future__ import annotations
 
