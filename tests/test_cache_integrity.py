@@ -154,7 +154,7 @@ def test_damaged_shard_is_named_on_load_and_recomputed_on_rerun(tiny, tmp_path, 
     if damage == "truncate":
         shard.write_bytes(bytes(data[:len(data) // 2]))
     else:
-        data[-40:] = b"\xff" * 40  # inside the tensors, not the header
+        data[-400:] = b"\xff" * 400  # inside the tensors (576 bytes of them), not the header
         shard.write_bytes(bytes(data))
     with pytest.raises(FileNotFoundError) as err:  # a CacheError, or check_cached's list of them
         E.load_image_features(TINY, None, "imagenet-train", checkpoint=tiny["ckpt"], cache_dir=tmp_path)
@@ -169,6 +169,24 @@ def test_damaged_shard_is_named_on_load_and_recomputed_on_rerun(tiny, tmp_path, 
     again = E.extract_image_features(TINY, None, "imagenet-train", **kw)  # what `make features` runs
     assert computed == [(4, 8)] and f"{shard.name}" in capsys.readouterr().err
     assert torch.equal(again.features, first.features) and torch.equal(again.index, first.index)
+
+
+def test_nan_features_are_never_written_nor_read(tiny, tmp_path, monkeypatch):
+    real = E._compute_image_shard
+
+    def nan_rows(*a):
+        tensors, info = real(*a)
+        tensors["features"][1] = float("nan")
+        return tensors, info
+
+    monkeypatch.setattr(E, "_compute_image_shard", nan_rows)
+    with pytest.raises(ValueError, match=r"the model produced NaN or Inf 'features' for 1 of the items \[0, 6\)"):
+        E.extract_image_features(TINY, None, "imagenet-val", **_kw(tiny, tmp_path))
+    path = tmp_path / "nan.safetensors"
+    S.save_shard(path, {"features": torch.tensor([[0.0, float("inf")]])}, {"key_hash": "k"})
+    with pytest.raises(S.CacheError, match="'features' holds NaN or Inf"):
+        S.read_shard(path, "k")
+    assert S.read_shard(path, "k", load=False)[0]["rows"] == 1  # the header alone is fine
 
 
 def test_header_damage_and_wrong_rows_are_refused(tiny, tmp_path):
@@ -364,6 +382,11 @@ def test_preflight_finds_missing_listed_files_and_weights(tiny, tmp_path, monkey
     err = capsys.readouterr().err
     assert rc == 1 and "Textures43: 5 of the 5 images listed in" in err and "(first: img0.png, img1.png" in err
     assert "weights of ViT-B-16/openai are not on this machine" in err and "--download" in err
+    monkeypatch.delenv("DATA_ROOT", raising=False)  # what already held: no data root is named
+    rc = F.main(["--model", str(tiny["config"]), "--checkpoint", str(tiny["ckpt"]), "--dataset", "NINCO",
+                 "--no-text", "--device", "cpu", "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "nothing was extracted: No data root: pass data_root=... (CLI --data-root" in err
 
 
 # ============================================================================ 6. corpus cache
