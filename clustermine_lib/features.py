@@ -36,7 +36,7 @@ from .extract import (DEFAULT_MAX_SKIPPED, ModelRef, cached_knn, extract_image_f
                       image_expect, image_key, load_image_features, load_text_features, prompt_templates, text_expect,
                       text_key)
 from .feature_store import (DEFAULT_SHARD_SIZE, DTYPES, CacheError, TooManySkipped, check_result, features_root,
-                            find_result, image_dir, key_hash, meta_file, model_dir, text_dir)
+                            find_result, image_dir, key_hash, model_dir, text_dir)
 from .fileio import read_json
 from .models import DEFAULT_MODEL
 from .prompts import DEFAULT_PROMPTS, PROMPT_SETS
