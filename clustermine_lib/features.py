@@ -367,12 +367,15 @@ def preflight(args, device=None, problems=None) -> Plan:
     items = {}
     if datasets:
         try:
-            resolve_data_root(args.data_root)
+            root = resolve_data_root(args.data_root)
         except ValueError as e:
             problems.append(str(e))
             datasets_ok = []
         else:
-            datasets_ok = datasets
+            datasets_ok = datasets if root.is_dir() else []
+            if not root.is_dir():
+                problems.append(f"the data root {root} (--data-root / DATA_ROOT) is not a folder; the layout "
+                                "under it is in docs/gpu_workflow.md")
         for d in datasets_ok:
             try:
                 items[d] = list_images(d, args.data_root, args.seed)
