@@ -252,3 +252,33 @@ def load_corpus_file(path, name: str | None = None, dedup: bool = True) -> Corpu
         raise ValueError(f"Corpus file {path} holds {len(entries)} lines but only {len(result)} distinct "
                          "concept(s) after removing duplicates; a corpus needs at least 2.")
     return result
+
+
+def resolve_corpus(corpus, preprocess: str | None = None) -> tuple[Corpus, dict]:
+    """``(Corpus, info)`` of ``corpus``: a registered corpus name (built with ``preprocess``, default the
+    paper's), the path of a corpus file (``load_corpus_file``: one concept per line or ``word,pos``
+    rows), or a ``Corpus``. ``info``: ``kind`` (registered / file / custom), ``name``, ``preprocess``,
+    ``sha`` (hash of the file's bytes, or of the names), ``path`` and ``cache_name``, the name of its
+    text-feature cache: ``<corpus>-<pre-processing>`` for a registered corpus (what ``make features``
+    writes), ``file-<content hash>`` for a file (the same content under another path is the same cache).
+    Anything else is a ``ValueError`` naming it and the registered corpora."""
+    from .fileio import content_hash
+
+    if isinstance(corpus, Corpus):
+        sha = content_hash(list(corpus.names))
+        return corpus, {"kind": "custom", "name": corpus.name, "preprocess": None, "sha": sha, "path": None,
+                        "cache_name": corpus.name}
+    if str(corpus) in CORPORA:
+        pre = preprocess or DEFAULT_PREPROCESS
+        corp = load_corpus(str(corpus), pre)
+        return corp, {"kind": "registered", "name": str(corpus), "preprocess": pre, "path": None,
+                      "sha": _corpus_hash(corp), "cache_name": f"{corpus}-{pre}"}
+    path = Path(str(corpus)).expanduser()
+    if not path.is_file():
+        what = "is a folder, not a corpus file" if path.is_dir() else "is neither a registered corpus nor a file"
+        raise ValueError(f"--corpus {corpus}: {what}; give one of {sorted(CORPORA)} or the path of a UTF-8 text "
+                         "file with one concept per line.")
+    sha = content_hash(path.read_bytes())
+    corp = load_corpus_file(path)
+    return corp, {"kind": "file", "name": corp.name, "preprocess": None, "sha": sha,
+                  "path": str(path.resolve()), "cache_name": f"file-{sha[:12]}"}

@@ -229,6 +229,23 @@ def missing_files(root: Path, items) -> list[str]:
     return [p for p, _ in items if not (Path(root) / p).is_file()]
 
 
+def list_folder(folder) -> list[tuple[str, int]]:
+    """Sorted ``(path relative to folder, -1)`` of every image below ``folder``: any layout, recursive,
+    hidden files and folders skipped, extensions ``IMAGE_EXTENSIONS`` (what ``clustermine fit`` /
+    ``score`` encode). A folder that is missing, not a folder, or holds no image is an error naming it."""
+    root = Path(folder).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"the image folder {root} does not exist: give the folder that holds your images.")
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a folder: give the folder that holds your images (every image "
+                                 "below it is used, in any layout).")
+    found = _scan(root)
+    if not found:
+        raise FileNotFoundError(f"the image folder {root} holds no images (searched recursively for "
+                                f"{', '.join(sorted(IMAGE_EXTENSIONS))}): give a folder with images in it.")
+    return [(p, -1) for p in found]
+
+
 def list_images(name, data_root=None, seed: int = 0) -> list[tuple[str, int]]:
     """Sorted ``(path relative to the dataset folder, label)`` pairs; label = 1K index or -1 (OOD).
 

@@ -1,32 +1,37 @@
-"""CLIP image and text features, computed once into the feature store and loaded from it; the kNN cache.
+"""CLIP image features, of a registered dataset or of any image folder, computed once into the feature
+store and loaded from it; the kNN cache of TEMI.
 
 What is stored (every matrix is float32 unless ``dtype="float16"``):
 
 - image features: ``model.encode_image(x)``, i.e. AFTER CLIP's visual projection, in the shared
   image-text space where ``h·z`` is CLIP's zero-shot logit before the logit scale (Eq. 1 needs that
   space), then L2-normalised. Shape (N, D); N excludes unreadable images;
-- text features of a list of concept names under a prompt set: for each concept, every template is
-  filled, encoded with ``model.encode_text`` (after the text projection) and L2-normalised; the
-  concept's feature is the mean of those, re-normalised. Shape (K, D);
 - ``logit_scale``: CLIP's learned exp(logit_scale) read from the weights (1 / pretraining temperature;
   ``scoring.default_tau`` turns it into the paper's tau);
 - ``cached_knn``: the k nearest neighbours of a dataset's cached image features (TEMI).
 
-``ModelRef`` says which model made the features without loading it (a cache hit never loads the
-weights). Image ``index`` maps a feature row to its line in ``files.txt``; the metadata holds the
-model, tag, checkpoint path and fingerprint, dataset or corpus, prompt set and templates, image
-count, dim, logit scale, code version and the skipped files (missing / unreadable). Layout, keys,
-verification, resuming and ``torchrun`` sharding: ``feature_store``.
+Text features live in ``text_features``; ``ModelRef`` (which model made the features, without loading
+it: a cache hit never loads the weights) in ``encoder``; both stay importable from here.
+
+Two entry points share one path (``_extract_images``): ``extract_image_features`` for a registered
+dataset (``datasets``: its folder under DATA_ROOT and its labels) and ``extract_folder_features`` for
+any folder of images (every image below it, in any layout; label -1), stored under
+``<cache_dir>/<model_id>/folders/<folder name>.<hash of its absolute path>/`` and keyed by the model,
+the pre-processing, the folder and the size and modification time of every file, so an edited, added
+or removed image is a new key (recomputed) and a killed run resumes from its finished shards. Image
+``index`` maps a feature row to its line in ``files.txt``; the metadata holds the model, tag,
+checkpoint path and fingerprint, dataset or folder, image count, dim, logit scale, code version and
+the skipped files (missing / unreadable). Layout, keys, verification, resuming and ``torchrun``
+sharding: ``feature_store``.
 
 Every loader verifies what it reads (``feature_store.check_result`` / ``load_shards``): features made
-from other inputs than the caller's (another model or weights, other names or prompt templates, an
-older cache format) or a damaged file raise ``CacheError`` naming the file and the ``make features``
-command that rebuilds it. A dataset where every image, or more than ``max_skipped`` of them, could
-not be read is an error (``TooManySkipped``) listing them by reason, and is not recorded as complete.
+from other inputs than the caller's (another model or weights, another image list, an older cache
+format) or a damaged file raise ``CacheError`` naming the file and the command that rebuilds it. A
+dataset or folder where every image, or more than ``max_skipped`` of them, could not be read is an
+error (``TooManySkipped``) listing them by reason, and is not recorded as complete.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import os
@@ -37,101 +42,28 @@ import torch
 import torch.nn.functional as F
 
 from .benchmark import FeatureSet
-from .datasets import (ImageListDataset, collate_skip, dataset_dir, image_problem, list_images, resolve_data_root,
-                       resolve_dataset)
-from .distributed import rank_world
-from .feature_store import (DEFAULT_SHARD_SIZE, DTYPES, FORMAT_VERSION, CacheError, TooManySkipped, check_result,
-                            code_version, find_result, image_dir, key_hash, knn_path, load_shards, note, provenance,
-                            read_shard, run_shards, save_shard, text_dir)
+from .datasets import (ImageListDataset, collate_skip, dataset_dir, image_problem, list_folder, list_images,
+                       resolve_data_root, resolve_dataset)
+from .encoder import ModelRef, autocast, common_meta, model_info, progress_bar
+from .feature_store import (DEFAULT_SHARD_SIZE, DTYPES, FORMAT_VERSION, CacheError, TooManySkipped, code_version,
+                            find_result, image_dir, key_hash, knn_path, load_shards, model_dir, note, read_shard,
+                            run_shards, save_shard)
 from .fileio import atomic_write, content_hash, write_json
-from .models import (LoadedModel, check_checkpoint, default_device, file_fingerprint, load_model,
-                     model_id as _model_id, model_identity, preprocess_config, resolve_model)
-from .prompts import DEFAULT_PROMPTS
+from .models import preprocess_config
+from .text_features import (TextFeatures, extract_text_features, load_text_features, prompt_templates,  # noqa: F401
+                            text_expect, text_key)  # their home is text_features; importable from here too
 
 DEFAULT_MAX_SKIPPED = 0.01  # share of a dataset's images that may be unreadable before extraction fails
-
-
-# ----------------------------------------------------------------------------- the model, lazily
-@dataclass
-class ModelRef:
-    """What identifies a model's features, without loading it; ``get()`` loads the weights once."""
-
-    spec: object  # models.ModelSpec
-    checkpoint: str | None
-    fingerprint: str | None
-    device: torch.device
-    download: bool = False
-    loaded: LoadedModel | None = None
-
-    @classmethod
-    def resolve(cls, model, pretrained=None, checkpoint=None, device=None, download=False) -> "ModelRef":
-        """``model``: a ``ModelRef`` (returned as is), a ``LoadedModel``, or a registry name /
-        open_clip architecture / config ``.json`` with ``pretrained`` (``"none"``: no tag) or ``checkpoint``."""
-        if isinstance(model, cls):  # already resolved (the CLI shares one lazily loaded model)
-            return model
-        if isinstance(model, LoadedModel):
-            return cls(model.spec, model.checkpoint if model.checkpoint_fingerprint else None,
-                       model.checkpoint_fingerprint, torch.device(model.device), loaded=model)
-        if isinstance(pretrained, str) and pretrained.lower() in ("", "none"):
-            pretrained = None
-        spec = resolve_model(model, pretrained, checkpoint)
-        fingerprint = None
-        if checkpoint is not None:
-            checkpoint = str(check_checkpoint(checkpoint))
-            fingerprint = file_fingerprint(checkpoint)
-        return cls(spec, checkpoint, fingerprint, default_device(device), download)
-
-    @property
-    def model_id(self) -> str:
-        return _model_id(self.spec, self.fingerprint)
-
-    @property
-    def identity(self) -> dict:
-        return model_identity(self.spec, self.fingerprint)
-
-    @property
-    def precision(self) -> str:
-        return "amp-fp16" if self.device.type == "cuda" else "fp32"
-
-    def get(self) -> LoadedModel:
-        if self.loaded is None:
-            self.loaded = load_model(self.spec, checkpoint=self.checkpoint, device=self.device,
-                                     download=self.download)
-        return self.loaded
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
-def _model_info(m: LoadedModel) -> dict:
-    return {"dim": m.dim, "logit_scale": m.logit_scale, "logit_bias": m.logit_bias}
-
-
-def _common_meta(ref: ModelRef, infos: list[dict]) -> dict:
-    first = infos[0] if infos else {}
-    return {"model": ref.spec.arch, "pretrained": ref.spec.pretrained, "model_id": ref.model_id,
-            "checkpoint": ref.checkpoint, "checkpoint_sha256": ref.fingerprint,
-            "dim": first.get("dim"), "logit_scale": first.get("logit_scale"),
-            "logit_bias": first.get("logit_bias"), "precision": ref.precision, **provenance()}
-
-
-def _progress(total: int, desc: str, unit: str, progress: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=not progress or rank_world()[0] != 0)
 
 
 # ----------------------------------------------------------------------------- image features
 @dataclass
 class ImageFeatures:
-    """Cached image features of one dataset. ``index[i]`` is row i's line in ``files.txt``."""
+    """Cached image features of one dataset or folder. ``index[i]`` is row i's line in ``files.txt``."""
 
-    dataset: str
+    dataset: str  # registered name, or "folder:<path>"
     features: torch.Tensor  # (N, D) float, L2-normalised, after the visual projection
-    labels: torch.Tensor  # (N,) long: ImageNet-1K index, -1 for OOD
+    labels: torch.Tensor  # (N,) long: ImageNet-1K index, -1 for OOD and for folders
     index: torch.Tensor  # (N,) long
     skipped: list[str]  # unreadable or missing files (relative paths), not in ``features``
     meta: dict
@@ -153,6 +85,11 @@ class ImageFeatures:
             raise CacheError(path, "does not match the image list the features were made from: damaged")
         return [p for p, _ in items]
 
+    def row_files(self) -> list[str]:
+        """The relative path of each feature row (``files()`` in row order)."""
+        files = self.files()
+        return [files[i] for i in self.index.tolist()]
+
 
 def _write_file_list(path: Path, items) -> None:
     buf = io.StringIO(newline="")
@@ -173,7 +110,7 @@ def _compute_image_shard(ref: ModelRef, ds: ImageListDataset, start: int, stop: 
         for images, y, idx, bad in loader:
             skipped.extend(int(i) for i in bad)
             if images is not None:
-                with _autocast(ref.device):
+                with autocast(ref.device):
                     f = m.model.encode_image(images.to(ref.device, non_blocking=True))
                 feats.append(F.normalize(f.float(), dim=-1).cpu().to(dtype))
                 labels.append(y), index.append(idx)
@@ -182,20 +119,29 @@ def _compute_image_shard(ref: ModelRef, ds: ImageListDataset, start: int, stop: 
                "labels": torch.cat(labels) if labels else torch.empty(0, dtype=torch.long),
                "index": torch.cat(index) if index else torch.empty(0, dtype=torch.long)}
     missing = [i for i in skipped if not (ds.root / ds.items[i][0]).is_file()]
-    return tensors, {"skipped": skipped, "missing": missing, **_model_info(m)}
+    return tensors, {"skipped": skipped, "missing": missing, **model_info(m)}
 
 
-def image_key(ref: "ModelRef", dataset: str, items, dtype: str) -> dict:
+def image_key(ref: ModelRef, dataset: str, items, dtype: str) -> dict:
     """Everything a dataset's image features depend on: the cache key."""
     return {"kind": "image", "format": FORMAT_VERSION, "model": ref.identity, "preprocess": preprocess_config(ref.spec),
             "dataset": resolve_dataset(dataset).name, "n_items": len(items), "items_hash": content_hash(items),
             "dtype": dtype, "precision": ref.precision}
 
 
-def text_key(ref: "ModelRef", names, templates) -> dict:
-    """Everything the text features of ``names`` under ``templates`` depend on: the cache key."""
-    return {"kind": "text", "format": FORMAT_VERSION, "model": ref.identity, "names_hash": content_hash(list(names)),
-            "n_items": len(names), "templates": list(templates), "dtype": "float32", "precision": ref.precision}
+def folder_key(ref: ModelRef, root: Path, items, stats, dtype: str) -> dict:
+    """Everything a folder's image features depend on: the cache key. ``stats``: ``(relpath, size,
+    mtime_ns)`` of every listed file, so any edited, added or removed image is another key."""
+    return {"kind": "image-folder", "format": FORMAT_VERSION, "model": ref.identity,
+            "preprocess": preprocess_config(ref.spec), "folder": str(root), "n_items": len(items),
+            "items_hash": content_hash(items), "files_hash": content_hash(stats), "dtype": dtype,
+            "precision": ref.precision}
+
+
+def folder_dir(model_id: str, root: Path, cache_dir=None) -> Path:
+    """Store of one folder's image features: ``<cache_dir>/<model_id>/folders/<name>.<path hash>``."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in root.name)[:40] or "root"
+    return model_dir(model_id, cache_dir) / "folders" / f"{safe}.{content_hash(str(root))[:10]}"
 
 
 def _skipped_error(name: str, root: Path, items, skipped: list[int], missing: set, folder: Path,
@@ -223,6 +169,53 @@ def _skipped_error(name: str, root: Path, items, skipped: list[int], missing: se
             f", or accept them with --max-skipped {min(1.0, round(k / n + 0.005, 2)):g}") + ".")
 
 
+def _check_options(dtype: str, max_skipped: float) -> None:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}.")
+    if not 0 <= max_skipped <= 1:
+        raise ValueError(f"max_skipped must be a share in [0, 1], got {max_skipped!r}.")
+
+
+def _extract_images(ref: ModelRef, name: str, root: Path, items, key: dict, store: Path, meta: dict, *,
+                    batch_size: int, num_workers: int | None, shard_size: int, overwrite: bool, progress: bool,
+                    max_skipped: float, desc: str | None = None) -> dict:
+    """Encode ``items`` (``(relpath, label)`` under ``root``) into ``store`` for ``key``, resuming and
+    verifying through ``feature_store.run_shards``; ``meta``: what the result's metadata adds. Returns
+    the metadata of the complete result (``TooManySkipped``: nothing recorded). ``name`` is said in
+    errors, ``desc`` (default ``name``) on the progress bar."""
+    dtype = key["dtype"]
+    workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
+    state = {}
+
+    def compute(s, e):
+        if "ds" not in state:
+            state["ds"] = ImageListDataset(root, items, ref.get().preprocess)
+        return _compute_image_shard(ref, state["ds"], s, e, batch_size, workers, DTYPES[dtype], state["bar"])
+
+    def set_total(n):
+        state["bar"] = progress_bar(n, f"{desc or name} images", "img", progress)
+
+    def retry(shard):  # a shard that skipped files which are readable now is recomputed on resume
+        return any(image_problem(root / items[i][0]) is None for i in shard.get("skipped", []))
+
+    def finalize(folder, infos):  # rank 0 only
+        skipped = sorted(i for m in infos for i in m["skipped"])
+        missing = {i for m in infos for i in m.get("missing", [])}
+        problem = _skipped_error(name, root, items, skipped, missing, folder, max_skipped)
+        if problem:
+            raise TooManySkipped(problem)
+        _write_file_list(folder / "files.txt", items)
+        return {**common_meta(ref, infos), **meta, "n_items": len(items), "dtype": dtype, "shard_size": shard_size,
+                "max_skipped": max_skipped, "skipped": [items[i][0] for i in skipped],
+                "missing": [items[i][0] for i in skipped if i in missing]}
+
+    try:
+        return run_shards(store, key, len(items), shard_size, compute, finalize, overwrite, set_total, retry)
+    finally:
+        if "bar" in state:
+            state["bar"].close()
+
+
 def extract_image_features(model, pretrained, dataset: str, *, checkpoint=None, data_root=None, cache_dir=None,
                            batch_size: int = 256, num_workers: int | None = None, device=None,
                            shard_size: int = DEFAULT_SHARD_SIZE, dtype: str = "float32", seed: int = 0,
@@ -236,63 +229,68 @@ def extract_image_features(model, pretrained, dataset: str, *, checkpoint=None, 
     Returns ``ImageFeatures`` (or only its metadata dict with ``load=False``). Under torchrun every
     rank calls this; shards are split across ranks.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}.")
-    if not 0 <= max_skipped <= 1:
-        raise ValueError(f"max_skipped must be a share in [0, 1], got {max_skipped!r}.")
+    _check_options(dtype, max_skipped)
     ref = ModelRef.resolve(model, pretrained, checkpoint, device, download)
     spec = resolve_dataset(dataset)
     items = list_images(spec, data_root, seed) if items is None else [tuple(i) for i in items]
     root = dataset_dir(spec, data_root)
-    key = image_key(ref, spec.name, items, dtype)
+    extra = {"kind": "image", "dataset": spec.name, "role": spec.role,
+             "data_root": str(resolve_data_root(data_root)), "folder_under_data_root": spec.folder, "seed": seed,
+             "classes": sorted({y for _, y in items if y >= 0}) if spec.classes not in (0, 1000) else None}
     store = image_dir(ref.model_id, spec.name, cache_dir)
-    workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
-    state = {}
+    meta = _extract_images(ref, spec.name, root, items, image_key(ref, spec.name, items, dtype), store, extra,
+                           batch_size=batch_size, num_workers=num_workers, shard_size=shard_size,
+                           overwrite=overwrite, progress=progress, max_skipped=max_skipped)
+    if not load:
+        return meta
 
-    def compute(s, e):
-        if "ds" not in state:
-            state["ds"] = ImageListDataset(root, items, ref.get().preprocess)
-        return _compute_image_shard(ref, state["ds"], s, e, batch_size, workers, DTYPES[dtype], state["bar"])
+    def rebuild():
+        from .feature_check import make_command
 
-    def set_total(n):
-        state["bar"] = _progress(n, f"{spec.name} images", "img", progress)
+        return make_command(ref, [meta["dataset"]], cache_dir=cache_dir, dtype=meta["dtype"])
 
-    def retry(shard):  # a shard that skipped files which are readable now is recomputed on resume
-        return any(image_problem(root / items[i][0]) is None for i in shard.get("skipped", []))
-
-    def finalize(folder, infos):  # rank 0 only
-        skipped = sorted(i for m in infos for i in m["skipped"])
-        missing = {i for m in infos for i in m.get("missing", [])}
-        problem = _skipped_error(spec.name, root, items, skipped, missing, folder, max_skipped)
-        if problem:
-            raise TooManySkipped(problem)
-        _write_file_list(folder / "files.txt", items)
-        return {**_common_meta(ref, infos), "kind": "image", "dataset": spec.name, "role": spec.role,
-                "data_root": str(resolve_data_root(data_root)), "folder_under_data_root": spec.folder,
-                "n_items": len(items), "dtype": dtype, "shard_size": shard_size, "seed": seed,
-                "max_skipped": max_skipped,
-                "classes": sorted({y for _, y in items if y >= 0}) if spec.classes not in (0, 1000) else None,
-                "skipped": [items[i][0] for i in skipped],
-                "missing": [items[i][0] for i in skipped if i in missing]}
-
-    meta = run_shards(store, key, len(items), shard_size, compute, finalize, overwrite, set_total, retry)
-    if "bar" in state:
-        state["bar"].close()
-    return _image_result(ref, store, meta, cache_dir) if load else meta
+    return _image_result(store, meta, meta["dataset"], rebuild)
 
 
-def _image_result(ref: "ModelRef", store: Path, meta: dict, cache_dir=None) -> ImageFeatures:
+def extract_folder_features(model, pretrained, folder, *, checkpoint=None, cache_dir=None, batch_size: int = 256,
+                            num_workers: int | None = None, device=None, shard_size: int = DEFAULT_SHARD_SIZE,
+                            dtype: str = "float32", overwrite: bool = False, progress: bool = True,
+                            download: bool = False, max_skipped: float = DEFAULT_MAX_SKIPPED) -> ImageFeatures:
+    """Image features of every image below ``folder`` (any layout, recursive, hidden files skipped;
+    ``datasets.list_folder``), computed once and cached like ``extract_image_features`` (resumable,
+    verified on every hit; key in ``folder_key``). ``ImageFeatures.row_files()`` gives each row's path
+    relative to ``folder``; labels are -1. An empty folder, or one where no image (or more than
+    ``max_skipped`` of them) can be read, is an error naming the folder and the files."""
+    _check_options(dtype, max_skipped)
+    ref = ModelRef.resolve(model, pretrained, checkpoint, device, download)
+    root = Path(folder).expanduser().resolve()
+    items = list_folder(root)
+    stats = []
+    for p, _ in items:
+        try:
+            st = (root / p).stat()
+            stats.append((p, st.st_size, st.st_mtime_ns))
+        except OSError:  # vanished since the listing: read as missing
+            stats.append((p, -1, -1))
+    store = folder_dir(ref.model_id, root, cache_dir)
+    name = f"folder:{root}"
+    meta = _extract_images(ref, str(root), root, items, folder_key(ref, root, items, stats, dtype), store,
+                           {"kind": "image-folder", "dataset": name, "folder": str(root)},
+                           batch_size=batch_size, num_workers=num_workers, shard_size=shard_size,
+                           overwrite=overwrite, progress=progress, max_skipped=max_skipped, desc=root.name)
+    return _image_result(store, meta, name, lambda: f"rerun the same command with --overwrite ({root})")
+
+
+def _image_result(store: Path, meta: dict, name: str, rebuild) -> ImageFeatures:
     try:
         t = load_shards(store, meta)
     except CacheError as e:
-        from .features import make_command
-
-        raise e.with_hint(make_command(ref, [meta["dataset"]], cache_dir=cache_dir, dtype=meta["dtype"])) from None
-    return ImageFeatures(meta["dataset"], t["features"].float(), t["labels"], t["index"], meta["skipped"],
-                         meta, store / meta["folder"])
+        raise e.with_hint(rebuild()) from None
+    return ImageFeatures(name, t["features"].float(), t["labels"], t["index"], meta["skipped"], meta,
+                         store / meta["folder"])
 
 
-def image_expect(ref: "ModelRef", dataset: str) -> dict:
+def image_expect(ref: ModelRef, dataset: str) -> dict:
     """The key fields a reader of ``dataset``'s image features knows without the images."""
     return {"kind": "image", "model": ref.identity, "dataset": resolve_dataset(dataset).name,
             "preprocess": preprocess_config(ref.spec)}
@@ -308,120 +306,17 @@ def load_image_features(model, pretrained, dataset: str, *, checkpoint=None, cac
     try:
         meta = find_result(store, dtype, image_expect(ref, dataset))
     except CacheError:
-        from .features import check_cached  # its error names the file, what is wrong and the command
+        from .feature_check import check_cached  # its error names the file, what is wrong and the command
 
         check_cached(ref, datasets=[dataset], cache_dir=cache_dir, dtype=dtype)
         meta = find_result(store, dtype, image_expect(ref, dataset))  # completed meanwhile by another run
-    return _image_result(ref, store, meta, cache_dir)
 
+    def rebuild():
+        from .feature_check import make_command
 
-# ----------------------------------------------------------------------------- text features
-@dataclass
-class TextFeatures:
-    name: str
-    prompts: str
-    names: list[str]
-    features: torch.Tensor  # (K, D) float, L2-normalised mean of normalised template features
-    meta: dict
-    path: Path
+        return make_command(ref, [meta["dataset"]], cache_dir=cache_dir, dtype=meta["dtype"])
 
-
-def prompt_templates(prompts) -> tuple[str, list[str]]:
-    """``(name, templates)`` of ``prompts``: a registered prompt-set name, or a list of templates with
-    one ``{}`` each (named ``custom-<hash>``)."""
-    if isinstance(prompts, str):
-        from .prompts import get_prompts
-
-        return prompts, list(get_prompts(prompts))
-    templates = list(prompts)
-    if not templates or not all(isinstance(t, str) and t.count("{}") == 1 for t in templates):
-        raise ValueError("prompts must be a prompt-set name or a non-empty list of templates with exactly one '{}'.")
-    return f"custom-{content_hash(templates)[:8]}", templates
-
-
-def _compute_text_shard(ref: ModelRef, names, templates, start: int, stop: int, batch_size: int, bar):
-    """Encode concepts [start, stop) -> ({features (n, D)}, [], info); batches of ~batch_size prompts."""
-    m = ref.get()
-    per_batch = max(1, batch_size // len(templates))
-    out = []
-    with torch.inference_mode():
-        for s in range(start, stop, per_batch):
-            chunk = names[s:min(s + per_batch, stop)]
-            tokens = m.tokenizer([t.format(n) for n in chunk for t in templates]).to(ref.device)
-            with _autocast(ref.device):
-                z = m.model.encode_text(tokens)
-            z = F.normalize(z.float(), dim=-1).view(len(chunk), len(templates), -1)
-            out.append(F.normalize(z.mean(dim=1), dim=-1).cpu())
-            bar.update(len(chunk))
-    return {"features": torch.cat(out) if out else torch.empty(0, m.dim)}, _model_info(m)
-
-
-def extract_text_features(model, pretrained, names, *, name: str = "custom", prompts=DEFAULT_PROMPTS,
-                          checkpoint=None, cache_dir=None, batch_size: int = 1024, device=None,
-                          shard_size: int = DEFAULT_SHARD_SIZE, overwrite: bool = False, progress: bool = True,
-                          extra_meta: dict | None = None, download: bool = False) -> TextFeatures:
-    """Text features (K, D) of concept ``names`` under a prompt set, computed once and cached."""
-    names = list(names)
-    if not names or not all(isinstance(n, str) for n in names):
-        raise ValueError("names must be a non-empty list of concept strings.")
-    ref = ModelRef.resolve(model, pretrained, checkpoint, device, download)
-    prompt_name, templates = prompt_templates(prompts)
-    key = text_key(ref, names, templates)
-    store = text_dir(ref.model_id, name, names, prompt_name, cache_dir)
-    state = {}
-
-    def set_total(n):
-        state["bar"] = _progress(n, f"{name} text", "concept", progress)
-
-    def compute(s, e):
-        return _compute_text_shard(ref, names, templates, s, e, batch_size, state["bar"])
-
-    def finalize(folder, infos):
-        return {**_common_meta(ref, infos), "kind": "text", "name": name, "prompts": prompt_name,
-                "templates": templates, "n_items": len(names), "dtype": "float32", "shard_size": shard_size,
-                "skipped": [], **(extra_meta or {})}
-
-    meta = run_shards(store, key, len(names), shard_size, compute, finalize, overwrite, set_total)
-    if "bar" in state:
-        state["bar"].close()
-    return _text_result(ref, store, meta, name, prompts, names, cache_dir)
-
-
-def _text_result(ref, store, meta, name, prompts, names, cache_dir) -> TextFeatures:
-    try:
-        features = load_shards(store, meta)["features"]
-    except CacheError as e:
-        from .features import text_command
-
-        raise e.with_hint(text_command(ref, name, prompts, cache_dir)) from None
-    return TextFeatures(name, meta["prompts"], names, features, meta, store / meta["folder"])
-
-
-def text_expect(ref: "ModelRef", names, templates) -> dict:
-    """The key fields a reader of text features checks (all but the precision they were computed in)."""
-    key = text_key(ref, names, templates)
-    return {k: key[k] for k in ("kind", "model", "names_hash", "n_items", "templates", "dtype")}
-
-
-def load_text_features(model, pretrained, names, *, name: str = "custom", prompts=DEFAULT_PROMPTS, checkpoint=None,
-                       cache_dir=None) -> TextFeatures:
-    """Read cached text features, verified against ``names`` and the prompt set's current templates;
-    a missing, stale or damaged cache raises ``CacheError`` naming the file, what is wrong and the
-    command that makes it."""
-    names = list(names)
-    ref = ModelRef.resolve(model, pretrained, checkpoint, "cpu")
-    prompt_name, templates = prompt_templates(prompts)
-    store = text_dir(ref.model_id, name, names, prompt_name, cache_dir)
-    try:
-        meta = check_result(store, "float32", text_expect(ref, names, templates))
-    except CacheError as e:
-        from .features import _elsewhere, text_command
-
-        reason = f"text features of {name} x {prompt_name}: {e.reason}"
-        if e.missing:
-            reason += _elsewhere(ref, store, cache_dir)
-        raise CacheError(e.path, reason, e.missing, text_command(ref, name, prompts, cache_dir)) from None
-    return _text_result(ref, store, meta, name, prompts, names, cache_dir)
+    return _image_result(store, meta, meta["dataset"], rebuild)
 
 
 # ----------------------------------------------------------------------------- kNN cache (TEMI)

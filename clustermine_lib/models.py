@@ -327,6 +327,21 @@ def default_device(device=None):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def device_problem(device) -> str | None:
+    """What is wrong with a ``--device`` value (None: nothing; ``auto`` and None are always fine)."""
+    import torch
+
+    if device is None or str(device).lower() == "auto":
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        return f"--device {device!r} is not a device: use cpu, cuda or cuda:<index>"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return f"--device {device}: CUDA is not available on this machine (use --device cpu)"
+    return None
+
+
 def load_model(name: str | ModelSpec = DEFAULT_MODEL, pretrained: str | None = None, checkpoint=None, device=None,
                download: bool = False, hf_cache_dir=None) -> LoadedModel:
     """Load a CLIP model through ``open_clip.create_model_and_transforms``, in eval mode.

@@ -23,10 +23,13 @@ open_clip = pytest.importorskip("open_clip")
 
 from clustermine_lib import corpus as C  # noqa: E402
 from clustermine_lib import datasets as D  # noqa: E402
+from clustermine_lib import encoder as ENC  # noqa: E402
 from clustermine_lib import extract as E  # noqa: E402
 from clustermine_lib import feature_store as S  # noqa: E402
 from clustermine_lib import features as F  # noqa: E402
+from clustermine_lib import features_cli as FC  # noqa: E402
 from clustermine_lib import models as M  # noqa: E402
+from clustermine_lib import text_features as T  # noqa: E402
 from clustermine_lib import prompts as P  # noqa: E402
 from clustermine_lib.runner import Runner  # noqa: E402
 from test_features import REPO, TINY, TINY_CFG, _kw, _png, tiny  # noqa: E402,F401 (tiny: the fixture)
@@ -44,12 +47,12 @@ def _shards(store: Path, dtype="float32") -> list[Path]:
 
 
 def _text(tiny, cache, prompts="basic", **kw):
-    return E.extract_text_features(TINY, None, NAMES, name="toy", prompts=prompts, checkpoint=tiny["ckpt"],
+    return T.extract_text_features(TINY, None, NAMES, name="toy", prompts=prompts, checkpoint=tiny["ckpt"],
                                    cache_dir=cache, progress=False, **kw)
 
 
 def _load_text(tiny, cache, prompts="basic", checkpoint=None):
-    return E.load_text_features(TINY, None, NAMES, name="toy", prompts=prompts, cache_dir=cache,
+    return T.load_text_features(TINY, None, NAMES, name="toy", prompts=prompts, cache_dir=cache,
                                 checkpoint=checkpoint or tiny["ckpt"])
 
 
@@ -127,7 +130,7 @@ def test_edited_meta_and_other_model_are_named(tiny, tmp_path):
     msg = str(err.value)
     assert "missing" in msg and "same features exist for other weights" in msg and str(tiny["ckpt"]) in msg
     # the first checkpoint's store copied under the second one's folder: named as another model's
-    ref = E.ModelRef.resolve(TINY, None, other)
+    ref = ENC.ModelRef.resolve(TINY, None, other)
     target = S.text_dir(ref.model_id, "toy", NAMES, "basic", tmp_path)
     import shutil
 
@@ -221,7 +224,7 @@ def test_zero_readable_images_is_an_error(tiny, tmp_path, monkeypatch):
         E.extract_image_features(TINY, None, "Textures43", **kw)
     msg = str(err.value)
     assert "none of its 5 images could be read: 5 missing (img0.png, img1.png" in msg
-    store = S.image_dir(E.ModelRef.resolve(TINY, None, tiny["ckpt"]).model_id, "Textures43", tmp_path / "cache")
+    store = S.image_dir(ENC.ModelRef.resolve(TINY, None, tiny["ckpt"]).model_id, "Textures43", tmp_path / "cache")
     assert not S.meta_file(store).exists()  # not recorded as complete
     # only corrupt images: listed as unreadable; once they are fixed, the same command completes
     (data / "textures43" / "filelist.txt").unlink()
@@ -512,7 +515,7 @@ def test_cli_errors_are_one_line_and_debug_shows_the_traceback(tiny, tmp_path, c
     err = capsys.readouterr().err
     assert rc == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "Unknown model 'ViT-Nope-99'" in err and "(--debug shows the traceback)" in err
-    with pytest.raises(F.PreflightError):
+    with pytest.raises(FC.PreflightError):
         F.main(["--model", "ViT-Nope-99", "--dataset", "text", "--no-text", "--device", "cpu", "--debug"])
     from clustermine_lib import cli
 

@@ -20,10 +20,12 @@ import torch
 open_clip = pytest.importorskip("open_clip")
 
 from clustermine_lib import datasets as D  # noqa: E402
+from clustermine_lib import encoder as ENC  # noqa: E402
 from clustermine_lib import extract as E  # noqa: E402
 from clustermine_lib import feature_store as S  # noqa: E402
 from clustermine_lib import features as F  # noqa: E402
 from clustermine_lib import models as M  # noqa: E402
+from clustermine_lib import text_features as T  # noqa: E402
 from clustermine_lib.benchmark import Benchmark  # noqa: E402
 from clustermine_lib.corpus import Corpus  # noqa: E402
 
@@ -169,21 +171,21 @@ def test_extract_cache_reload_and_hit(tiny, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("cache hit must not load the model")
 
-    monkeypatch.setattr(E, "load_model", boom)
+    monkeypatch.setattr(ENC, "load_model", boom)
     again = E.extract_image_features(TINY, None, "NINCO", **kw)
     assert torch.equal(first.features, again.features)
 
 
 def test_text_features_and_prompt_invalidation(tiny, tmp_path, monkeypatch):
     calls = []
-    real = E._compute_text_shard
-    monkeypatch.setattr(E, "_compute_text_shard", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = T._compute_text_shard
+    monkeypatch.setattr(T, "_compute_text_shard", lambda *a, **k: calls.append(1) or real(*a, **k))
     kw = dict(checkpoint=tiny["ckpt"], cache_dir=tmp_path, progress=False)
     names = ["dog", "golden retriever", "car"]
-    a = E.extract_text_features(TINY, None, names, name="toy", prompts="ming-5", **kw)
-    b = E.extract_text_features(TINY, None, names, name="toy", prompts="ming-5", **kw)
+    a = T.extract_text_features(TINY, None, names, name="toy", prompts="ming-5", **kw)
+    b = T.extract_text_features(TINY, None, names, name="toy", prompts="ming-5", **kw)
     assert len(calls) == 1 and torch.equal(a.features, b.features)
-    c = E.extract_text_features(TINY, None, names, name="toy", prompts="basic", **kw)
+    c = T.extract_text_features(TINY, None, names, name="toy", prompts="basic", **kw)
     assert len(calls) == 2 and not torch.allclose(a.features, c.features)
     assert a.meta["prompts"] == "ming-5" and len(a.meta["templates"]) == 5
     # a concept's feature = normalised mean of its normalised template features
@@ -257,9 +259,9 @@ def test_load_benchmark_from_cached_features(tiny, tmp_path, monkeypatch):
 
     for d in ("imagenet-train", "imagenet-val", "NINCO", "IN-O"):
         E.extract_image_features(TINY, None, d, **kw)
-    E.extract_text_features(TINY, None, corpus.names, name="toy", prompts="basic", checkpoint=tiny["ckpt"],
+    T.extract_text_features(TINY, None, corpus.names, name="toy", prompts="basic", checkpoint=tiny["ckpt"],
                             cache_dir=tmp_path, progress=False)
-    E.extract_text_features(TINY, None, D.imagenet_classnames(), name="imagenet-classes", prompts="basic",
+    T.extract_text_features(TINY, None, D.imagenet_classnames(), name="imagenet-classes", prompts="basic",
                             checkpoint=tiny["ckpt"], cache_dir=tmp_path, progress=False, batch_size=2000)
     monkeypatch.setattr(F, "_class_synsets", lambda: ["tench.n.01"] + [""] * 999)  # no WordNet needed here
     bench = F.load_benchmark(TINY, None, corpus, "basic", tmp_path, ood=["NINCO", "ImageNet-O"],
@@ -288,7 +290,7 @@ def test_check_cached_lists_every_missing_cache_with_its_command(tiny, tmp_path)
     group with the `make features` line that makes it; nothing missing: None."""
     corpus = Corpus("toy", ("dog", "cat", "car"), ("",) * 3, ("n",) * 3)
     E.extract_image_features(TINY, None, "NINCO", **_kw(tiny, tmp_path))
-    E.extract_text_features(TINY, None, corpus.names, name="toy", prompts="basic", checkpoint=tiny["ckpt"],
+    T.extract_text_features(TINY, None, corpus.names, name="toy", prompts="basic", checkpoint=tiny["ckpt"],
                             cache_dir=tmp_path, progress=False)
     with pytest.raises(FileNotFoundError) as err:
         F.check_cached(TINY, checkpoint=tiny["ckpt"], datasets=["NINCO", "ImageNet-O"], cache_dir=tmp_path,
