@@ -1105,7 +1105,7 @@ def main(argv=None) -> int:
             lambda: section_memory(tab, K, D, P, mem_ns, mem_ops, neg_ks))
     section("D", "TEMI", 20 if q else 40, temi)
     section("E", "kNN", 5 if q else 25, lambda: section_knn(tab, args, cpu, knn_ns, D, knn_mem))
-    section("H", "the official way beside ours (same features, same run)", 30 if q else 70,
+    section("H", "the official way beside ours (same features, same run)", 35 if q else 90,
             lambda: section_official(tab, args, n_a, K, D, P))
     if "G" in only and (gpu or args.gpu_scale < 1.0):
         print("\n[G] GPU rows", flush=True)
