@@ -4,7 +4,7 @@
 ``make bench`` (= ``.venv/bin/python benchmarks/bench.py``) prints one table and writes it to
 ``benchmarks/results/<host>-<date>.md`` (atomic replace). Standard library + torch only.
 
-    benchmarks/bench.py                 # CPU: A, B, D, E, F, kept within 5 min (--budget; sections that
+    benchmarks/bench.py                 # CPU: A, B, D, E, H, F, kept within 5 min (--budget; sections that
                                         # would overrun on a loaded machine are skipped with a note)
     benchmarks/bench.py --budget 0      # the same, every section however long it takes
     benchmarks/bench.py --why           # adds section C (the ablation below), ~2 more minutes
@@ -20,6 +20,9 @@ Sections (see benchmarks/README.md for every column):
   E  exact kNN (k = 50) at three N, peak memory
   F  end to end: ``python -m clustermine_lib.cli demo`` wall time
   G  GPU rows (ImageNet shapes), produced ONLY when ``--device cuda`` and CUDA is present
+  H  the same scores computed the way the official codes do (``benchmarks/official_way.py``: per batch of
+     256, full logits, softmax) beside the library's, same features, same run: time ratio, peak memory,
+     float32 ties of the official Eq. 1
 
 Every timing is the best of ``--reps`` (default 3) repetitions: other jobs may share the machine.
 """
@@ -52,6 +55,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from clustermine_lib import clustering, dense, mining, scoring  # noqa: E402
+from benchmarks import official_way  # noqa: E402
 from clustermine_lib.fileio import atomic_write  # noqa: E402
 from clustermine_lib.validation import check_features, check_positive  # noqa: E402
 
@@ -367,6 +371,15 @@ def _mem_op(op: str, n: int, k: int, d: int, p: int, extra: dict):
         cand = torch.arange(n, k)
         keep = min(10_000, (k - n) // 2)
         return lambda: mining.select_negatives(pos, corpus, cand, keep)
+    if op in ("eq1_official", "top1_official"):
+        img, text = unit_rows(n, d, cpu, 1), unit_rows(k, d, cpu, 2)
+        if op == "top1_official":
+            return lambda: official_way.top1_official(img, text)
+        return lambda: official_way.eq1_official(img, text[:p], text[p:], 1e-3)
+    if op in ("grouped", "grouped_official"):  # k = P + Q with Q negatives in extra["groups"] groups
+        img, pos, neg = unit_rows(n, d, cpu, 1), unit_rows(p, d, cpu, 2), unit_rows(k - p, d, cpu, 3)
+        fn = official_way.grouped_official if op == "grouped_official" else scoring.grouped_eq1_score
+        return lambda: fn(img, pos, neg, 0.01, extra.get("groups", 100))
     if op == "knn":
         x = unit_rows(n, d, cpu, 1)
         return lambda: clustering.knn_indices(x, k=extra.get("kk", 50))
@@ -388,7 +401,7 @@ def child_mem(args) -> None:
     extra = json.loads(args.extra)
     warm = _mem_op(args.op, *( (min(args.n, 64), min(args.k, 256), args.d, min(args.p, 16)) if args.op != "temi"
                                else (256, 0, args.d, 0)),
-                   {**extra, "c": min(extra.get("c", 8), 16), "kk": 5})
+                   {**extra, "c": min(extra.get("c", 8), 16), "kk": 5, "groups": min(extra.get("groups", 4), 4)})
     warm()  # initialises OpenMP/BLAS pools and lazy state, so they are not counted below
     del warm
     fn = _mem_op(args.op, args.n, args.k, args.d, args.p, extra)
@@ -700,6 +713,69 @@ def section_memory(tab: Table, k, d, p, ns, ops, neg_ks):
                     None, fmt_bytes(r["delta"]), f"model {fmt_bytes(model)}: {what}")
 
 
+def section_official(tab: Table, args, n, k, d, p, q_group=10_000, groups=100, mem=True):
+    """H: the same scores computed the way the official codes do (``benchmarks/official_way.py``) beside the
+    library's, on the same features in the same run: time (best of reps, interleaved), the ratio
+    official / ours, peak memory of each (fresh subprocess), and the float32 ties of the official Eq. 1."""
+    cpu = torch.device("cpu")
+    img = unit_rows(n, d, cpu, 1)
+    text = unit_rows(k, d, cpu, 2)  # = the memory children's inputs (same seeds and shapes)
+    pos, neg = text[:p], text[p:]
+    g_neg = unit_rows(q_group, d, cpu, 3)
+    g_pos = unit_rows(p, d, cpu, 2)
+    b = official_way.BATCH
+    jobs = [
+        ("Eq. 1, tau = 1e-3 (PosMine / ClusterMine; NegLabel's score)", f"N={n} P={p} Q={k - p} D={d}",
+         2.0 * n * k * d, lambda: official_way.eq1_official(img, pos, neg, 1e-3),
+         lambda: scoring.eq1_logit(img, pos, neg, 1e-3), ("eq1_official", "eq1", n, k, p, {}),
+         f"per batch of {b}: two matmuls, cat, / t, softmax, positive sum (float32)",
+         "eq1_logit: log-odds over column tiles"),
+        (f"NegLabel grouped, G = {groups}, tau = 0.01 (NegLabel's)", f"N={n} P={p} Q={q_group} D={d}",
+         2.0 * n * (p + q_group) * d, lambda: official_way.grouped_official(img, g_pos, g_neg, 0.01, groups),
+         lambda: scoring.grouped_eq1_score(img, g_pos, g_neg, 0.01, groups),
+         ("grouped_official", "grouped", n, p + q_group, p, {"groups": groups}),
+         f"per batch of {b}: a permuted copy of the negatives, a Python loop over the {groups} groups",
+         "grouped_eq1_score: one reshaped logsumexp per chunk"),
+        ("zero-shot top-1 over the corpus", f"N={n} K={k} D={d}", 2.0 * n * k * d,
+         lambda: official_way.top1_official(img, text), lambda: dense.zero_shot_top1(img, text)[0],
+         ("top1_official", "top1", n, k, p, {}), f"per batch of {b}: full B x K logits, argmax",
+         "zero_shot_top1: running max over column tiles"),
+    ]
+    for name, shape, flop, off_fn, our_fn, (op_off, op_ours, mn, mk, mp, extra), off_how, our_how in jobs:
+        best_off = best_ours = math.inf
+        off = ours = None
+        for _ in range(args.reps):  # interleaved, so both see the same load
+            off = None
+            t, off = timed(off_fn)
+            best_off = min(best_off, t)
+            ours = None
+            t, ours = timed(our_fn)
+            best_ours = min(best_ours, t)
+        m_off = measure_mem(op_off, mn, mk, d, mp, **extra) if mem else None
+        m_ours = measure_mem(op_ours, mn, mk, d, mp, **extra) if mem else None
+        mem_note = ""
+        if m_off is not None and m_ours is not None and m_ours["delta"] > 0:
+            mem_note = f"; memory official / ours {m_off['delta'] / m_ours['delta']:.1f}x"
+        if name.startswith("zero-shot"):
+            check = f"same top-1 as ours: {bool(torch.equal(off, ours))}"
+        elif name.startswith("Eq. 1"):
+            sat = official_way.saturated(off)
+            n_ours = n - len(torch.unique(ours))
+            check = (f"float32 S ties: {sat['tied']} of {n} images share their score ({sat['at_1']} at S = 1, "
+                     f"{sat['at_0']} at S = 0); ours (log-odds): {n_ours} ties; "
+                     f"max |S - sigmoid(ours)| {float((off.double() - torch.sigmoid(ours.double())).abs().max()):.1e}")
+        else:
+            check = (f"max |official - ours| {float((off.double() - ours).abs().max()):.1e} (Q mod G = 0: the "
+                     "same seed-0 permutation, the same groups)")
+        tab.add("H", f"{name}: official way", shape, best_off, flop / best_off / 1e9, None,
+                fmt_bytes(m_off["delta"]) if m_off else "-", off_how)
+        tab.add("H", f"{name}: ours (library)", shape, best_ours, flop / best_ours / 1e9, None,
+                fmt_bytes(m_ours["delta"]) if m_ours else "-",
+                f"{our_how}; official / ours = {best_off / best_ours:.2f}x time{mem_note}; {check}")
+    del img, text, pos, neg, g_neg, g_pos
+    gc.collect()
+
+
 def section_temi(tab: Table, args, device, ns, d, c, heads, bs, loop_n):
     """D: fit_temi seconds per epoch at several N; batched heads vs a per-head loop; threads; memory."""
     cfg = temi_config(c, heads, bs)
@@ -922,7 +998,9 @@ How to read this (details: benchmarks/README.md)
   "tile" = TILE_ROWS x TILE_COLS * 4 bytes, the CPU's column tile for top-1 and Eq. 1 (dense.similarity_tiles).
 - rows in A, B, D, E, F and G run the library itself (clustermine_lib). Section C, only with --why, switches
   the library's fixes off one at a time with scratch helpers written in benchmarks/bench.py; its rows that
-  call the library name the function.
+  call the library name the function. Section H pairs each library row ("ours") with the same score computed
+  the way the official codes do (benchmarks/official_way.py); "official / ours" in its notes is the ratio of
+  their times (best of reps, interleaved) and of their peak memory (fresh subprocesses, as B).
 - data are random unit vectors: the cost does not depend on the values, except exp() (see C), and random
   cosines / tau = 1e-3 span ~300 logit units like real CLIP cosines do.
 - GPU rows (section G) are produced only with --device cuda on a machine with CUDA{gpu}.
@@ -942,7 +1020,7 @@ def main(argv=None) -> int:
                     help="seconds for the whole run (default 300, with --why 450); a section that would start too "
                          "late is skipped with a note, and the demo gets what is left. 0 = no limit")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--only", default="", help="comma-separated sections to run, e.g. A,E or F (default A,B,D,E,F "
+    ap.add_argument("--only", default="", help="comma-separated sections to run, e.g. A,E or F (default A,B,D,E,H,F "
                                                "and G with --device cuda; C with --why, or when named here)")
     ap.add_argument("--no-demo", action="store_true", help="skip the end-to-end demo row (F)")
     ap.add_argument("--compile", action="store_true", help="C: also time a torch.compile'd logsumexp (compiles ~40 s)")
@@ -968,7 +1046,7 @@ def main(argv=None) -> int:
         print("--device cuda: no CUDA device on this machine, so no GPU rows; running the CPU rows.", flush=True)
         args.device = "cpu"
     gpu = args.device == "cuda"
-    only = {x.strip().upper() for x in args.only.split(",") if x.strip()} or set("ABDEFG")
+    only = {x.strip().upper() for x in args.only.split(",") if x.strip()} or set("ABDEFGH")
     if args.why:
         only.add("C")
 
@@ -1027,6 +1105,8 @@ def main(argv=None) -> int:
             lambda: section_memory(tab, K, D, P, mem_ns, mem_ops, neg_ks))
     section("D", "TEMI", 20 if q else 40, temi)
     section("E", "kNN", 5 if q else 25, lambda: section_knn(tab, args, cpu, knn_ns, D, knn_mem))
+    section("H", "the official way beside ours (same features, same run)", 35 if q else 90,
+            lambda: section_official(tab, args, n_a, K, D, P))
     if "G" in only and (gpu or args.gpu_scale < 1.0):
         print("\n[G] GPU rows", flush=True)
         section_gpu(tab, args, torch.device("cuda") if gpu else cpu, args.gpu_scale)

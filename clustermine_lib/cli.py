@@ -37,12 +37,13 @@ def demo(size: str = "demo", seed: int = 0, methods=DEMO_METHODS, out: str = "re
     print(f"Settings: tau={pipe.tau:g} (pretraining temperature 1/{bench.logit_scale:g} / 10), "
           f"PosMine M={s.m}, ClusterMine C={s.n_clusters} (TEMI {s.temi.n_heads} heads, {s.temi.epochs} epochs)",
           flush=True)
+    print(s.conventions(), flush=True)
     table = pipe.table(list(methods))
     path = atomic_write(Path(out) / "table1.csv", lambda p: table.to_csv(p, index=False))
 
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 30)
-    print("\nSIMULATED benchmark: AUROC / FPR95 (%) per OOD set, ID positive")
+    print(f"\nSIMULATED benchmark: AUROC / FPR95 (%) per OOD set, ID positive, FPR95 rule {s.fpr95!r}")
     print(tables.summary(table, OOD_SETS).to_string())
 
     rows = []

@@ -18,16 +18,34 @@ import torch
 from . import dense, methods, mining, scoring, tables
 from .benchmark import OOD_SETS, Benchmark
 from .clustering import TEMIConfig, fit_temi
+from .mahalanobis import DEFAULT_RTOL
+from .metrics import DEFAULT_FPR95, FPR95_RULES
 from .plp import PLP_DEMO_EPOCHS, PLP_EPOCHS, plp_pseudo_labels
 from .validation import check_positive
 
 PAPER_IMAGES_PER_CLASS = 1281  # ImageNet-1K train images per class, on average
 
 
+ENERGY_LOGITS = ("cosine", "scaled")
+CLIPSCOPE_HISTOGRAMS = ("online", "train")
+
+
 @dataclass
 class Settings:
     """Hyper-parameters of every method; paper defaults (ImageNet-1K, section 4.2). The one place each
-    default is written: the method registry and the detectors read them from here."""
+    default is written: the method registry and the detectors read them from here.
+
+    Conventions of the baselines (issue 17; each chosen as the paper most likely ran it, reasons in the
+    docstring named, printed by ``conventions()``):
+    ``fpr95``: the FPR95 operating point, ``metrics.FPR95_RULES`` (default 'interp', PLP's code: the
+    ClusterMine authors' own); ``neglabel_split`` / ``neglabel_exclude_gt``: ``mining.neglabel_mine``'s
+    ``pos_split`` / ``exclude_gt`` (default one pool, Y_GT excluded: the paper's Eq. 2);
+    ``energy_logits``: 'cosine' (plain cosine, T = 1, as MCM / PLP / OpenOOD's codes) or 'scaled'
+    (``scoring.energy_score``); ``clipscope_histogram``: 'online' (the official transductive histogram,
+    ``scoring.clipscope_online_scores``, stream seeded by ``seed``) or 'train'
+    (``scoring.clipscope_class_counts``); ``md_rtol`` / ``md_drop_singletons``: ``MahalanobisDetector``'s
+    eigenvalue cutoff and PLP's dropping of single-sample classes.
+    """
 
     tau: float | None = None  # Eq. 1 temperature; None: scoring.default_tau(logit_scale)
     m: int = 100  # PosMine: min images per positive
@@ -37,9 +55,39 @@ class Settings:
     neglabel_k: int = 10_000
     neglabel_star_k: int = 40_000
     plp_epochs: int = PLP_EPOCHS
+    fpr95: str = DEFAULT_FPR95
+    neglabel_split: bool = False
+    neglabel_exclude_gt: bool = True
+    energy_logits: str = "cosine"
+    clipscope_histogram: str = "online"
+    md_rtol: float = DEFAULT_RTOL
+    md_drop_singletons: bool = False
     seed: int = 0
     device: str | None = None
     progress: bool = True
+
+    def __post_init__(self):
+        for name, valid in (("fpr95", tuple(FPR95_RULES)), ("energy_logits", ENERGY_LOGITS),
+                            ("clipscope_histogram", CLIPSCOPE_HISTOGRAMS)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"Settings.{name} must be one of {list(valid)}, got {getattr(self, name)!r}.")
+        if not (isinstance(self.md_rtol, (int, float)) and 0 <= self.md_rtol < 1):
+            raise ValueError(f"Settings.md_rtol must be a number in [0, 1), got {self.md_rtol!r}.")
+
+    def conventions(self) -> str:
+        """The baselines' conventions this run uses, with their sources, one line (notebooks and the demo
+        print it)."""
+        fpr = {"interp": "interp (PLP's code)", "min": "min over all thresholds", "first": "first TPR >= 0.95 "
+               "(OpenOOD's rule)", "nearest": "nearest TPR (MCM / NegLabel's code)",
+               "strict": "first TPR > 0.95 (CLIPScope's code)"}[self.fpr95]
+        neg = ("per part of speech (NegLabel's code)" if self.neglabel_split else "one pool (paper Eq. 2)") + \
+            (", Y_GT excluded" if self.neglabel_exclude_gt else ", Y_GT kept (NegLabel's code)")
+        energy = "plain cosine, T=1 (MCM / PLP code)" if self.energy_logits == "cosine" else "logit-scaled cosine"
+        hist = (f"online over a seeded ID ∪ OOD stream (official, seed {self.seed})"
+                if self.clipscope_histogram == "online" else "from the ID training images")
+        return (f"Conventions: FPR95 {fpr}, ID positive; NegLabel negatives {neg}; Energy on {energy}; "
+                f"CLIPScope histogram {hist}; MD precision eigenvalue cutoff {self.md_rtol:g} x max"
+                + (", singleton classes dropped (PLP)" if self.md_drop_singletons else ""))
 
     @classmethod
     def for_benchmark(cls, bench: Benchmark, **overrides) -> "Settings":
@@ -133,7 +181,8 @@ class Pipeline:
         return self._cached(("mined", method, tuple(sorted(full.items()))), lambda: mine(self, **full))
 
     def score_fn(self, method: str, **params) -> Callable[[torch.Tensor], torch.Tensor]:
-        """features (N, D) -> (N,) scores of ``method`` (higher = more ID)."""
+        """features (N, D) -> (N,) scores of ``method`` (higher = more ID); for a transductive method
+        (``methods.is_pairwise``: CLIPScope's online histogram) a ``scoring.PairScore``."""
         return methods.get(method).scorer(self, **methods.with_defaults(method, self.settings, params))
 
     # ---- tables
@@ -142,7 +191,7 @@ class Pipeline:
         """Long table (method, id_set, ood_set, auroc, fpr95) of one method."""
         sets = [n for n in ood_sets if n in self.bench.ood]
         return tables.evaluate_score(self.score_fn(method, **params), self.bench, label or method,
-                                     id_set=id_set, ood_sets=sets)
+                                     id_set=id_set, ood_sets=sets, fpr95_rule=self.settings.fpr95)
 
     def table(self, methods=methods.METHODS, id_sets=("test",), ood_sets=OOD_SETS,
               progress: bool | None = None) -> pd.DataFrame:

@@ -15,8 +15,33 @@ from .dense import DEFAULT_BUDGET, rows_per_chunk
 from .validation import check_ids, check_is_fitted, check_matrix
 
 
+DEFAULT_RTOL = 1e-10  # experiments.Settings.md_rtol: relative eigenvalue cutoff of the precision matrices
+
+
 def _unit64(x: torch.Tensor, device) -> torch.Tensor:
     return F.normalize(x.to(device, torch.float64), dim=-1)
+
+
+def precision_matrix(cov: torch.Tensor, rtol: float = DEFAULT_RTOL) -> torch.Tensor:
+    """Inverse of a symmetric covariance on the span of its eigenvalues >= ``rtol · λ_max`` (float64).
+
+    ``eigh`` of ``cov``; eigenvalues below the cutoff (rounding noise of a rank-deficient covariance, and
+    any negative ones) are dropped, the others inverted. On a well-conditioned covariance this is the
+    inverse that PLP's ``eval/ood_scores.py`` (``compute_maha_vals``, ``.inverse()``) takes, to rounding.
+    On a rank-deficient one (D > samples per class, or L2-normalised features) the inverse does not exist,
+    and ``torch.linalg.pinv``'s default cutoff (≈ D · eps · λ_max) can keep an eigenvalue of ~1e-16: its
+    precision ~1e16 then dominates every distance (measured on the simulated benchmark, issue 17).
+    rtol = 1e-10 lies far above that rounding noise (~1e-13 relative) and far below the genuine smallest
+    variances of CLIP features.
+    """
+    if not 0 <= rtol < 1:
+        raise ValueError(f"rtol must be in [0, 1), got {rtol}.")
+    w, v = torch.linalg.eigh(cov.double())
+    keep = w > rtol * w.max().clamp_min(0)
+    if rtol == 0:
+        keep &= w > 0
+    vk = v[:, keep]
+    return (vk / w[keep]) @ vk.T
 
 
 class MahalanobisDetector:
@@ -25,9 +50,10 @@ class MahalanobisDetector:
     ``fit(features (N, D), labels (N,))``: class means from the (pseudo-)labelled ID training
     features; shared covariance = unweighted mean over classes of the per-class covariances
     (unbiased, ``n_c - 1``), as PLP's official ``compute_maha_vals``; global mean / covariance over
-    all training features. Precisions are Moore-Penrose pseudo-inverses (``pinv``, hermitian), which
-    equal the inverse when the covariance is well conditioned and stay finite when it is singular
-    (D > samples per class). Everything is float64.
+    all training features. Precisions are inverses on the eigenvalues >= ``rtol · λ_max``
+    (``precision_matrix``): the inverse when the covariance is well conditioned (PLP's ``.inverse()``),
+    finite and free of rounding-noise directions when it is singular (D > samples per class). Everything
+    is float64.
 
     ``score(features, relative=False)`` returns (N,) float64, higher = more ID:
     MD = ``-min_c d_c(x)``; relative MD = ``-min_c (d_c(x) - d_0(x))`` with
@@ -35,15 +61,17 @@ class MahalanobisDetector:
     precision. ``d_c`` is expanded as ``xᵀPx - 2 xᵀPμ_c + μ_cᵀPμ_c`` and computed in row chunks of
     ``budget // C`` images, so no (N, C, D) tensor is ever formed.
 
-    Classes with a single sample (no covariance): their mean is kept as a class centre (it is still
-    the best estimate of where that class lives), but they are left out of the shared covariance, and a
-    warning says how many. PLP's code drops such classes entirely; with ImageNet-scale pseudo-labels
-    the difference is nil. At least one class needs two samples. Features are L2-normalised like every
+    Classes with a single sample (no covariance): by default their mean is kept as a class centre (it is
+    still the best estimate of where that class lives), but they are left out of the shared covariance,
+    and a warning says how many. ``drop_singletons=True`` drops them entirely, as PLP's code does; with the
+    paper's ImageNet training labels (~1,281 images per class) no class is a singleton, so the choice
+    cannot move its numbers. At least one class needs two samples. Features are L2-normalised like every
     other score here. Float64 is not supported on Apple MPS: pass ``device="cpu"`` there.
     """
 
-    def __init__(self, budget: int = DEFAULT_BUDGET, device=None):
-        self.budget, self.device = budget, device
+    def __init__(self, budget: int = DEFAULT_BUDGET, device=None, rtol: float = DEFAULT_RTOL,
+                 drop_singletons: bool = False):
+        self.budget, self.device, self.rtol, self.drop_singletons = budget, device, rtol, drop_singletons
         self.precision = None  # set by fit
 
     def _dev(self, x: torch.Tensor):
@@ -60,8 +88,10 @@ class MahalanobisDetector:
             raise ValueError("Every class has a single training sample: no class covariance can be "
                              "estimated for the Mahalanobis distance.")
         if (~multi).any():
-            warnings.warn(f"{int((~multi).sum())} of {n_cls} classes have a single training sample: "
-                          "kept as class means, left out of the shared covariance.", stacklevel=2)
+            what = "dropped (drop_singletons)" if self.drop_singletons else \
+                "kept as class means, left out of the shared covariance"
+            warnings.warn(f"{int((~multi).sum())} of {n_cls} classes have a single training sample: {what}.",
+                          stacklevel=2)
         rows = rows_per_chunk(d, self.budget)
         inv_d, counts_d = inv.to(dev), counts.to(dev, torch.float64)
         sums = torch.zeros(n_cls, d, dtype=torch.float64, device=dev)
@@ -81,9 +111,12 @@ class MahalanobisDetector:
             cov0 += xg.T @ xg
         cov /= int(multi.sum())
         cov0 /= x.shape[0] - 1
+        if self.drop_singletons:
+            keep = multi.to(dev)
+            classes, counts, means = classes[multi], counts[multi], means[keep]
         self.classes, self.counts, self.means, self.mean0 = classes, counts, means, mu0
-        self.precision = torch.linalg.pinv(cov, hermitian=True)
-        self.precision0 = torch.linalg.pinv(cov0, hermitian=True)
+        self.precision = precision_matrix(cov, self.rtol)
+        self.precision0 = precision_matrix(cov0, self.rtol)
         self._pm = self.precision @ means.T  # (D, C)
         self._mpm = (means @ self.precision * means).sum(1)  # (C,)
         return self

@@ -6,7 +6,8 @@ parameterised score (``canonical``) and the colour / marker of every figure (``p
 
 A method's *scorer* turns a pipeline (``experiments.Pipeline``: the benchmark, the settings and the
 shared cached steps) and the method's parameters into a score function ``features (N, D) -> (N,)``,
-higher = more ID. A label-mining method also has a *miner* returning its ``mining.Mined`` (Y_pos,
+higher = more ID; a transductive method (``pairwise(settings)`` true: CLIPScope's online histogram)
+returns a ``scoring.PairScore`` instead, which scores an (ID set, OOD set) pair together. A label-mining method also has a *miner* returning its ``mining.Mined`` (Y_pos,
 Y_neg). Parameter defaults come from ``experiments.Settings`` (``defaults``), so a value written out
 equal to its default is the same score (one cache entry), and each default literal lives once there.
 """
@@ -27,7 +28,9 @@ class Method:
     """One OOD method. ``scorer(pipe, **params)`` -> score function; ``miner(pipe, **params)`` ->
     ``Mined`` (label-mining methods only); ``defaults(settings)`` -> its parameters' defaults;
     ``key``: the method whose scores these are when they coincide (NegLabel* is NegLabel with
-    K = 40K); ``style``: (palette index or None for grey, marker, desaturation or None) shared by every figure."""
+    K = 40K); ``style``: (palette index or None for grey, marker, desaturation or None) shared by every figure;
+    ``pairwise(settings)``: whether its ID scores depend on the OOD set (then ``scorer`` returns a
+    ``scoring.PairScore``)."""
 
     name: str
     needs_gt: bool
@@ -38,6 +41,7 @@ class Method:
     defaults: Callable = field(default=lambda s: {})
     key: str | None = None
     table1: bool = True
+    pairwise: Callable = field(default=lambda s: False)
 
 
 # ---------------------------------------------------------------------------- scorers
@@ -56,14 +60,16 @@ def _maxlogit(pipe):
 
 
 def _energy(pipe):
-    b = pipe.bench
-    return lambda x: scoring.energy_score(x, b.class_text, b.logit_scale, device=_dev(pipe))
+    b, s = pipe.bench, pipe.settings
+    scale = b.logit_scale if s.energy_logits == "scaled" else 1.0  # "cosine": plain cosine (official codes)
+    return lambda x: scoring.energy_score(x, b.class_text, scale, device=_dev(pipe))
 
 
 def _mahalanobis(relative: bool):
     def make(pipe):
-        b = pipe.bench
-        md = pipe._cached("md", lambda: MahalanobisDetector(device=_dev(pipe)).fit(
+        b, s = pipe.bench, pipe.settings
+        md = pipe._cached("md", lambda: MahalanobisDetector(
+            device=s.device, rtol=s.md_rtol, drop_singletons=s.md_drop_singletons).fit(
             b.train.features, pipe.train_labels()))
         return lambda x: md.score(x, relative=relative)
     return make
@@ -101,12 +107,15 @@ def _neglabel(pipe, k, n_groups):
 
 
 def _clipscope(pipe):
-    b, dev = pipe.bench, _dev(pipe)
+    b, s, dev = pipe.bench, pipe.settings, _dev(pipe)
     mined = pipe._cached("clipscope", lambda: mining.clipscope_mine(
         b.class_names, b.class_text, b.corpus, b.corpus_text, device=dev))
+    ood_text = b.corpus_text[mined.neg]
+    if s.clipscope_histogram == "online":  # the official method: one fresh histogram per (ID, OOD) pair
+        return scoring.PairScore(lambda x_id, x_ood: scoring.clipscope_online_scores(
+            x_id, x_ood, b.class_text, ood_text, b.logit_scale, seed=s.seed, device=dev), "CLIPScope (online)")
     counts = pipe._cached("clipscope_counts", lambda: scoring.clipscope_class_counts(
         b.train.features, b.class_text, device=dev))
-    ood_text = b.corpus_text[mined.neg]
     return lambda x: scoring.clipscope_score(x, b.class_text, ood_text, b.logit_scale, counts, device=dev)
 
 
@@ -145,8 +154,9 @@ def _mine_clustermine(pipe, n_clusters, neg_k):
 
 
 def _mine_neglabel(pipe, k, n_groups=1):  # grouping (Fig. 10) changes the score, not the labels
-    b = pipe.bench
-    return mining.neglabel_mine(b.class_names, b.class_text, b.corpus, b.corpus_text, k=k, device=_dev(pipe))
+    b, s = pipe.bench, pipe.settings
+    return mining.neglabel_mine(b.class_names, b.class_text, b.corpus, b.corpus_text, k=k,
+                                pos_split=s.neglabel_split, exclude_gt=s.neglabel_exclude_gt, device=s.device)
 
 
 def _posmine_defaults(s):
@@ -167,7 +177,8 @@ _REGISTRY = [
            miner=_mine_neglabel, defaults=lambda s: {"k": s.neglabel_k, "n_groups": 1}),
     Method("NegLabel*", True, _neglabel, "NegLabel with K = 40K", (9, "D"),
            defaults=lambda s: {"k": s.neglabel_star_k, "n_groups": 1}, key="NegLabel"),
-    Method("CLIPScope", True, _clipscope, "Bayesian score with near and far OOD labels", (8, "X")),
+    Method("CLIPScope", True, _clipscope, "Bayesian score with near and far OOD labels", (8, "X"),
+           pairwise=lambda s: s.clipscope_histogram == "online"),
     Method("PosMine", False, _eq1_mined("PosMine"), "Eq. 1 with concepts that are the top-1 of >= M images",
            (2, "^"), miner=_mine_posmine, defaults=_posmine_defaults),
     Method("ClusterMine", False, _eq1_mined("ClusterMine"), "Eq. 1 with the cluster-vote concepts",
@@ -197,6 +208,12 @@ def miner(name: str) -> Callable:
         mining_methods = [x.name for x in _REGISTRY if x.miner is not None]
         raise ValueError(f"{name!r} mines no labels; label-mining methods: {mining_methods}.")
     return m.miner
+
+
+def is_pairwise(name: str, settings) -> bool:
+    """Whether ``name``'s ID scores depend on the OOD set under ``settings`` (its scorer returns a
+    ``scoring.PairScore``)."""
+    return bool(get(name).pairwise(settings))
 
 
 def with_defaults(name: str, settings, params: dict) -> dict:

@@ -193,23 +193,58 @@ def _with_negatives(method, pos_idx, neg, corpus: Corpus, params) -> Mined:
                  torch.ones(len(pos), dtype=torch.long), params)
 
 
-def neglabel_mine(class_names, class_text: torch.Tensor, corpus: Corpus, corpus_text: torch.Tensor,
-                  k, quantile: float = 0.95, budget: int = DEFAULT_BUDGET, device=None) -> Mined:
-    """NegLabel: Y_pos = Y_GT, Y_neg = the K corpus concepts (not in Y_GT) least similar to Y_GT.
+POS_POOLS = {"n": "n", "a": "a", "s": "a"}  # WordNet POS tag -> NegLabel's pool (satellite adjectives are adjectives)
 
-    K = 10,000 is NegLabel, K = 40,000 NegLabel* (Table 1; ``experiments.Settings``), None / 'all' no pruning. Similarity = the
-    0.95-quantile of cosine similarities to all Y_GT text features (``class_text``, (C, D); names not in
-    the corpus still count as positives here, and are reported in a warning and in
-    ``params['missing']``). ``Mined.pos`` holds the corpus indices of the Y_GT names found; score
-    with ``eq1_logit(image, class_text, corpus_text[mined.neg], tau)``.
-    Unlike NegLabel's code, which keeps 15 % of the nouns and 15 % of the adjectives separately, K is
-    taken over the whole corpus, as the ClusterMine paper describes it.
+
+def pos_pools(corpus: Corpus, candidates: torch.Tensor) -> list[torch.Tensor]:
+    """``candidates`` split by part of speech as NegLabel's word lists are: nouns, then adjectives (WordNet
+    'a' and satellite 's'), then any other tag (each its own pool; untagged concepts form one pool)."""
+    tags = [POS_POOLS.get(corpus.pos[i], corpus.pos[i]) for i in candidates.tolist()]
+    order = ["n", "a"] + sorted(set(tags) - {"n", "a"})
+    pools = [candidates[torch.tensor([t == tag for t in tags], dtype=torch.bool)] for tag in order]
+    return [p for p in pools if len(p)]
+
+
+def neglabel_mine(class_names, class_text: torch.Tensor, corpus: Corpus, corpus_text: torch.Tensor,
+                  k, quantile: float = 0.95, pos_split: bool = False, exclude_gt: bool = True,
+                  budget: int = DEFAULT_BUDGET, device=None) -> Mined:
+    """NegLabel: Y_pos = Y_GT, Y_neg = the K corpus concepts least similar to Y_GT.
+
+    K = 10,000 is NegLabel, K = 40,000 NegLabel* (Table 1; ``experiments.Settings``), None / 'all' no pruning.
+    Similarity = the 0.95-quantile of cosine similarities to all Y_GT text features (``class_text``, (C, D);
+    names not in the corpus still count as positives here, and are reported in a warning and in
+    ``params['missing']``), as ``torch.quantile`` in NegLabel's ``mmcls/models/classifiers/multi_modal.py``.
+    ``Mined.pos`` holds the corpus indices of the Y_GT names found; score with
+    ``eq1_logit(image, class_text, corpus_text[mined.neg], tau)``.
+
+    Defaults: the ClusterMine paper's description (Eq. 2 and section 3.1): one pool, K a count, Y_GT
+    names excluded. The paper defines NegLabel through Eq. 2 ("excluding overlapping concepts", "the K most
+    dissimilar"), gives NegLabel* as K = 4·10⁴ instead of 10⁴, and runs it on corpora without parts of
+    speech (Table 3); NegLabel's own pipeline could not have produced those rows unchanged. Options that
+    follow NegLabel's code (``XueJiang16/NegLabel``, ``multi_modal.py``):
+
+    - ``pos_split=True``: nouns and adjectives are ranked separately and the same fraction of each is kept
+      (the code keeps ``int(0.15 · N)`` nouns and ``int(0.15 · N)`` adjectives). K stays a total, so the
+      fraction is K / N over all candidates and each pool keeps ``⌊K · N_pool / N⌋`` (the official rounding
+      down; the sum can fall short of K by up to the number of pools - 1). Pools: ``pos_pools``. A corpus
+      without POS tags is one pool.
+    - ``exclude_gt=False``: Y_GT names stay candidates (the official code excludes them only when
+      ``pos_topk`` is set, which its configuration does not; its released 10K list holds 31 ImageNet
+      class names as negatives).
     """
     found, missing = _gt_in_corpus(class_names, corpus, "NegLabel")
-    neg = select_negatives(class_text, corpus_text, _non_gt_candidates(class_names, corpus), k, quantile,
-                           budget, device)
+    cand = _non_gt_candidates(class_names, corpus) if exclude_gt else torch.arange(len(corpus))
+    if not pos_split:
+        neg = select_negatives(class_text, corpus_text, cand, k, quantile, budget, device)
+    else:
+        k_all = _check_k(k, len(cand))
+        parts = [select_negatives(class_text, corpus_text, pool, k_all * len(pool) // len(cand), quantile,
+                                  budget, device) for pool in pos_pools(corpus, cand)
+                 if k_all * len(pool) // len(cand) > 0]
+        neg = torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
     return _with_negatives("NegLabel", found, neg, corpus,
-                           {"K": len(neg), "quantile": quantile, "missing": missing})
+                           {"K": len(neg), "quantile": quantile, "pos_split": pos_split, "exclude_gt": exclude_gt,
+                            "missing": missing})
 
 
 def prune_negatives(mined: Mined, corpus_text: torch.Tensor, k, quantile: float = 0.95,

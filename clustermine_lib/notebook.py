@@ -320,7 +320,8 @@ def simulated_with_corpus(bench: Benchmark, corpus, prompts: str | None = None, 
 
 
 def describe(bench: Benchmark, run=None) -> str:
-    """What the notebook runs on, its settings, and (demo) that it is simulated."""
+    """What the notebook runs on, its settings, the baselines' conventions (``Settings.conventions``: FPR95
+    rule, NegLabel pools, Energy logits, CLIPScope histogram, MD cutoff) and (demo) that it is simulated."""
     lines = [bench.describe()]
     if run is not None:
         s = run.settings
@@ -328,6 +329,7 @@ def describe(bench: Benchmark, run=None) -> str:
         lines.append(f"Settings: tau={run.tau:g}, PosMine M={s.m}, ClusterMine C={s.n_clusters}"
                      + (f" (TEMI {temi.n_heads} heads, {temi.epochs} epochs)" if temi is not None else " (TEMI paper defaults)")
                      + f", NegLabel K={s.neglabel_k}, NegLabel* K={s.neglabel_star_k}, seed={s.seed}")
+        lines.append(s.conventions())
     if bench.simulated:
         lines.append(SIMULATED_NOTE)
     return "\n".join(lines)

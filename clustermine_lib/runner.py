@@ -136,8 +136,11 @@ class Runner(Pipeline):
         return self._fp
 
     def settings_key(self) -> dict:
+        """The settings a cached value depends on: all but the device, progress bars and the FPR95 rule
+        (evaluation only: scores are the same under every rule)."""
         d = asdict(self.settings)
-        d.pop("device", None), d.pop("progress", None)
+        for name in ("device", "progress", "fpr95"):
+            d.pop(name, None)
         return d
 
     def _disk(self, kind: str, key: dict, compute: Callable[[], np.ndarray]) -> np.ndarray:
@@ -257,12 +260,32 @@ class Runner(Pipeline):
         return fs
 
     def scores(self, method: str, set_name: str, **params) -> np.ndarray:
-        """(N,) scores (higher = more ID) of ``method`` on one set, disk-cached."""
+        """(N,) scores (higher = more ID) of ``method`` on one set, disk-cached. A transductive method
+        (``methods.is_pairwise``) has no scores of one set alone: use ``pair_scores``."""
+        if methods.is_pairwise(method, self.settings):
+            raise ValueError(f"{method} with these settings scores an ID set and an OOD set together (its ID "
+                             "scores depend on the OOD set, e.g. CLIPScope's online histogram): use "
+                             "run.pair_scores(method, id_set, ood_set), or Settings(clipscope_histogram='train').")
         fs = self.feature_set(set_name)
         name, full = methods.canonical(method, self.settings, params)
         key = {"bench": self.fingerprint, "settings": self.settings_key(), "method": name, "params": full,
                "set": fs.name, "max_eval": self.max_eval}
         return self._disk("scores", key, lambda: _as_numpy(self.score_fn(method, **params)(fs.features)))
+
+    def pair_scores(self, method: str, id_set: str, ood_set: str, **params) -> tuple[np.ndarray, np.ndarray]:
+        """(ID scores, OOD scores) of a transductive method (``methods.is_pairwise``) on one (ID set, OOD
+        set) pair, disk-cached as one file per pair."""
+        fs_id, fs_ood = self.feature_set(id_set), self.feature_set(ood_set)
+        name, full = methods.canonical(method, self.settings, params)
+        key = {"bench": self.fingerprint, "settings": self.settings_key(), "method": name, "params": full,
+               "set": fs_id.name, "ood_set": fs_ood.name, "max_eval": self.max_eval}
+
+        def compute():
+            s_id, s_ood = self.score_fn(method, **params).pair(fs_id.features, fs_ood.features)
+            return np.concatenate([_as_numpy(s_id), _as_numpy(s_ood)])
+
+        both = self._disk("scores", key, compute)
+        return both[:len(fs_id)], both[len(fs_id):]
 
     def custom_scores(self, label: str, key: dict, make_score_fn: Callable, set_name: str) -> np.ndarray:
         """Scores of an ad-hoc score function (``make_score_fn() -> (features -> scores)``), disk-cached
@@ -275,16 +298,23 @@ class Runner(Pipeline):
     def evaluate(self, method: str, id_set: str = "test", ood_sets=OOD_SETS, label: str | None = None,
                  **params) -> pd.DataFrame:
         """Long table (method, id_set, ood_set, auroc, fpr95) of one method and one ID set."""
+        if methods.is_pairwise(method, self.settings):
+            return self._evaluate(label or method, id_set, ood_sets,
+                                  pair_of=lambda n: self.pair_scores(method, id_set, n, **params))
         return self._evaluate(label or method, id_set, ood_sets, lambda s: self.scores(method, s, **params))
 
     def evaluate_custom(self, label: str, key: dict, make_score_fn: Callable, id_set: str = "test",
                         ood_sets=OOD_SETS) -> pd.DataFrame:
         return self._evaluate(label, id_set, ood_sets, lambda s: self.custom_scores(label, key, make_score_fn, s))
 
-    def _evaluate(self, label, id_set, ood_sets, score_of) -> pd.DataFrame:
+    def _evaluate(self, label, id_set, ood_sets, score_of=None, pair_of=None) -> pd.DataFrame:
+        """``score_of(set) -> scores`` (the ID set scored once), or ``pair_of(ood_set) -> (ID scores, OOD
+        scores)`` for a transductive method; FPR95 by ``settings.fpr95``."""
         sets = [n for n in ood_sets if n in self.bench.ood]
-        s_id = score_of(id_set)
         id_name = self.feature_set(id_set).name
-        rows = [{"method": label, "id_set": id_name, "ood_set": n, **metrics.evaluate(s_id, score_of(n))}
-                for n in sets]
+        if pair_of is None:
+            s_id = score_of(id_set)
+            pair_of = lambda n: (s_id, score_of(n))  # noqa: E731
+        rows = [{"method": label, "id_set": id_name, "ood_set": n,
+                 **metrics.evaluate(*pair_of(n), fpr95_rule=self.settings.fpr95)} for n in sets]
         return pd.DataFrame(rows, columns=COLUMNS)

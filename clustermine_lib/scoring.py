@@ -18,12 +18,17 @@ for AUROC / FPR95 as in ``metrics``):
 - Eq. 1 family (``eq1_logit``/``eq1_score``, ``grouped_eq1_score``, PosMine / ClusterMine / NegLabel):
   ``cosine / τ``;
 - ``mcm_score``: ``cosine / T`` with T = 1 (MCM's default, plain cosine);
-- ``maxlogit_score``, ``energy_score``, ``clipscope_score``: CLIP's zero-shot logits,
+- ``energy_score``: plain cosine with T = 1 by default (as MCM's, PLP's and OpenOOD's codes), or CLIP's
+  logit-scaled cosine when given ``logit_scale``;
+- ``maxlogit_score``, ``clipscope_score`` / ``clipscope_online_scores``: CLIP's zero-shot logits,
   ``logit_scale · cosine`` (logit_scale = 1 / pretraining temperature, ≈ 100);
 - ``mahalanobis.MahalanobisDetector``: image features only (no text), float64;
 - ``plp.LinearProbe`` (PLP): the probe's own logits, softmax at T = 1.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -145,12 +150,17 @@ def maxlogit_score(image: torch.Tensor, class_text: torch.Tensor, logit_scale: f
     return out
 
 
-def energy_score(image: torch.Tensor, class_text: torch.Tensor, logit_scale: float,
+def energy_score(image: torch.Tensor, class_text: torch.Tensor, logit_scale: float = 1.0,
                  temperature: float = 1.0, budget: int = DEFAULT_BUDGET, device=None) -> torch.Tensor:
-    """Negative free energy (Liu et al. 2020): ``T · logsumexp(logits / T)``, shape (N,).
+    """Negative free energy (Liu et al. 2020): ``T · logsumexp(logits / T)`` over Y_GT, shape (N,).
 
-    logits = ``logit_scale · cos(h, z_c)`` over Y_GT (CLIP's zero-shot logits, not plain cosine:
-    with cosines in [-1, 1] and T = 1 the LSE would be nearly constant). Default T = 1.
+    logits = ``logit_scale · cos(h, z_c)``. The default ``logit_scale = 1`` is plain cosine at T = 1, as
+    every official code runs Energy on CLIP: MCM's ``utils/detection_util.py`` (``get_ood_scores_clip``,
+    score ``energy``), PLP's ``logit_evaluation.py`` with ``eval/ood_scores.py`` (``free_energy``; the
+    ClusterMine authors' own code) and OpenOOD's ``ebo_postprocessor.py`` on ``openood/networks/clip.py``'s
+    cosine logits. Over many classes this ranks like the mean cosine (≈ log C + mean + variance / 2).
+    Pass CLIP's ``logit_scale`` (≈ 100) for the logit-scaled variant, which ranks almost like MaxLogit
+    (``experiments.Settings.energy_logits = "scaled"``; this project's choice before issue 17).
     """
     logit_scale = check_positive(logit_scale, "logit_scale", SCALE_HINT)
     temperature = check_positive(temperature, "temperature")
@@ -168,46 +178,128 @@ def energy_score(image: torch.Tensor, class_text: torch.Tensor, logit_scale: flo
 
 def clipscope_class_counts(features: torch.Tensor, class_text: torch.Tensor,
                            budget: int = DEFAULT_BUDGET, device=None) -> torch.Tensor:
-    """Class-likelihood histogram for CLIPScope: ``1 + #images predicted as class c`` (zero-shot
+    """Training-set class histogram for CLIPScope: ``1 + #images predicted as class c`` (zero-shot
     argmax over Y_GT), (C,) float64. The +1 is the official code's initial count of one per class.
 
-    Our choice: estimate it once from the unlabeled ID *training* images (the setting of this paper,
-    where every method may read them), so each image gets one fixed score. The official code instead
-    updates the histogram online while it scores a random stream mixing ID and OOD test images.
+    The option ``experiments.Settings.clipscope_histogram = "train"``: estimated once from the unlabeled
+    ID *training* images (which every method of this paper may read), so each image gets one fixed,
+    non-transductive score. The official method (the default) updates the histogram online over the test
+    stream instead: ``clipscope_online_scores``.
     """
     idx = zero_shot_top1(features, class_text, budget, device)[0]
     return 1.0 + torch.bincount(idx, minlength=class_text.shape[0]).double()
 
 
-def clipscope_score(image: torch.Tensor, class_text: torch.Tensor, ood_text: torch.Tensor, logit_scale: float,
-                    class_counts: torch.Tensor, budget: int = DEFAULT_BUDGET, device=None) -> torch.Tensor:
-    """CLIPScope's Bayesian score, returned as its logarithm (monotone: same AUROC / FPR95), (N,) float64.
-
-    ``log[ MSP_GT(x) · P_ID(x) / p(ŷ) ]`` where, with logits = ``logit_scale · cosine`` (CLIP's scale, as
-    the official code's ``100 *``):
-    MSP_GT = max softmax over Y_GT, ŷ its argmax; P_ID = softmax mass of Y_GT among Y_GT ∪ OOD labels
-    (Eq. 1 with τ = 1 / logit_scale); p(ŷ) = ``class_counts[ŷ] / Σ class_counts``
-    (``clipscope_class_counts``). The log avoids underflow of P_ID for far-OOD images.
-    image: (N, D); class_text: (C, D); ood_text: (Q, D) from ``clipscope_mine``; class_counts: (C,) > 0.
-    """
+def _clipscope_parts(image, class_text, ood_text, logit_scale, budget, device):
+    """(log[MSP_GT(x) · P_ID(x)] (N,) float64, ŷ (N,) long): CLIPScope's score without its prior."""
     logit_scale = check_positive(logit_scale, "logit_scale", SCALE_HINT)
     class_text = check_features(class_text, "class text features")
     ood_text = check_features(ood_text, "OOD label text features", class_text.shape[1])
     image = check_features(image, "image features", class_text.shape[1])
+    n_pos = class_text.shape[0]
+    base = torch.empty(image.shape[0], dtype=torch.float64)
+    pred = torch.empty(image.shape[0], dtype=torch.long)
+    for rows, sim in similarity_chunks(image, torch.cat([class_text, ood_text]), budget, device):
+        logits = (logit_scale * sim).double()
+        lse_pos = torch.logsumexp(logits[:, :n_pos], dim=1)
+        top, p = logits[:, :n_pos].max(dim=1)
+        log_pid = F.logsigmoid(lse_pos - torch.logsumexp(logits[:, n_pos:], dim=1))
+        base[rows], pred[rows] = (top - lse_pos + log_pid).cpu(), p.cpu()
+    return base, pred
+
+
+def clipscope_score(image: torch.Tensor, class_text: torch.Tensor, ood_text: torch.Tensor, logit_scale: float,
+                    class_counts: torch.Tensor, budget: int = DEFAULT_BUDGET, device=None) -> torch.Tensor:
+    """CLIPScope's Bayesian score with a fixed class histogram, as its logarithm (monotone: same AUROC /
+    FPR95), (N,) float64.
+
+    ``log[ MSP_GT(x) · P_ID(x) / p(ŷ) ]`` where, with logits = ``logit_scale · cosine`` (CLIP's scale; the
+    official ``CLIPScope.py`` hard-codes ``100 *``, ViT-B/16's scale):
+    MSP_GT = max softmax over Y_GT, ŷ its argmax; P_ID = softmax mass of Y_GT among Y_GT ∪ OOD labels
+    (Eq. 1 with τ = 1 / logit_scale); p(ŷ) = ``class_counts[ŷ] / Σ class_counts``
+    (``clipscope_class_counts``). The log avoids underflow of P_ID for far-OOD images.
+    image: (N, D); class_text: (C, D); ood_text: (Q, D) from ``clipscope_mine``; class_counts: (C,) > 0.
+    The official method's histogram is online instead: ``clipscope_online_scores``.
+    """
+    class_text = check_features(class_text, "class text features")
     counts = as_tensor(class_counts, "class_counts").double().flatten().cpu()
     if counts.shape[0] != class_text.shape[0] or not (counts > 0).all() or not torch.isfinite(counts).all():
         raise ValueError(f"class_counts must hold {class_text.shape[0]} finite counts > 0, one per class, got "
                          f"{counts.shape[0]} with min {float(counts.min()) if len(counts) else 'n/a'}; "
                          "use clipscope_class_counts(train_features, class_text).")
-    log_prior = (counts / counts.sum()).log()
-    n_pos = class_text.shape[0]
-    out = torch.empty(image.shape[0], dtype=torch.float64)
-    for rows, sim in similarity_chunks(image, torch.cat([class_text, ood_text]), budget, device):
-        logits = (logit_scale * sim).double()
-        lse_pos = torch.logsumexp(logits[:, :n_pos], dim=1)
-        top, pred = logits[:, :n_pos].max(dim=1)
-        log_msp = top - lse_pos
-        log_pid = F.logsigmoid(lse_pos - torch.logsumexp(logits[:, n_pos:], dim=1))
-        out[rows] = (log_msp + log_pid).cpu() - log_prior[pred.cpu()]
-    return out
+    base, pred = _clipscope_parts(image, class_text, ood_text, logit_scale, budget, device)
+    return base - (counts / counts.sum()).log()[pred]
 
+
+def clipscope_online_prior(pred: torch.Tensor, n_classes: int, stream: torch.Tensor) -> torch.Tensor:
+    """CLIPScope's online class prior p̂(ŷ_i) seen by each image when ``stream`` is processed in order,
+    (n,) float64 in the images' own order.
+
+    The official ``CLIPScope.py`` starts a histogram at one per class and, after scoring each image, adds
+    one to its predicted class, so the i-th image of the stream (0-based) sees
+    ``p̂ = (1 + #{j < i in the stream : ŷ_j = ŷ_i}) / (C + i)``. Computed at once: the earlier equal
+    predictions are a rank within a stable sort by ŷ. pred: (n,) class indices; stream: a permutation of
+    range(n).
+    """
+    pred = torch.as_tensor(pred).long().flatten()
+    stream = torch.as_tensor(stream).long().flatten()
+    n = pred.shape[0]
+    if stream.shape[0] != n or not torch.equal(torch.sort(stream).values, torch.arange(n)):
+        raise ValueError(f"stream must be a permutation of range({n}), one position per image.")
+    if n and (int(pred.min()) < 0 or int(pred.max()) >= n_classes):
+        raise ValueError(f"pred must hold class indices in [0, {n_classes}).")
+    p = pred[stream]  # predictions in stream order
+    order = torch.sort(p, stable=True).indices  # stream positions grouped by class, in stream order
+    sorted_p = p[order]
+    start = torch.ones(n, dtype=torch.bool)
+    start[1:] = sorted_p[1:] != sorted_p[:-1]
+    group_start = torch.cummax(torch.where(start, torch.arange(n), torch.zeros(n, dtype=torch.long)), 0).values
+    earlier = torch.empty(n, dtype=torch.long)
+    earlier[order] = torch.arange(n) - group_start
+    prior = torch.empty(n, dtype=torch.float64)
+    prior[stream] = (1.0 + earlier.double()) / (n_classes + torch.arange(n, dtype=torch.float64))
+    return prior
+
+
+def clipscope_online_scores(id_image: torch.Tensor, ood_image: torch.Tensor, class_text: torch.Tensor,
+                            ood_text: torch.Tensor, logit_scale: float, seed: int = 0, stream=None,
+                            budget: int = DEFAULT_BUDGET, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIPScope as its official code runs it (``fu1001hao/CLIPScope``, ``CLIPScope.py``): the class
+    histogram is updated online over a random stream of the ID test images and one OOD set, so the ID
+    scores depend on the OOD set they are evaluated against. Returns (ID scores (N_id,), OOD scores
+    (N_ood,)), float64, as logarithms like ``clipscope_score``.
+
+    Per image in stream order: ``log[MSP_GT · P_ID / p̂(ŷ)]`` with p̂ the histogram *before* that image
+    is counted (``clipscope_online_prior``: starts at one per class; ID and OOD images alike are counted,
+    the method is transductive). One fresh histogram per call, i.e. per OOD set, as the official code's
+    one run per (ID, OOD) pair. Departures from that code, on purpose: the stream holds every image of
+    both sets (the official one the first 10,000 of each in folder order) and is a permutation seeded by
+    ``seed`` (official: unseeded ``np.random.permutation``), so the numbers are reproducible; logits are
+    ``logit_scale · cosine`` (official: 100 ·). ``stream``: an explicit order, indices into
+    ``cat(id_image, ood_image)`` (overrides ``seed``).
+    """
+    base_id, pred_id = _clipscope_parts(id_image, class_text, ood_text, logit_scale, budget, device)
+    base_ood, pred_ood = _clipscope_parts(ood_image, class_text, ood_text, logit_scale, budget, device)
+    n_id, n = len(base_id), len(base_id) + len(base_ood)
+    if stream is None:
+        stream = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    prior = clipscope_online_prior(torch.cat([pred_id, pred_ood]), class_text.shape[0], stream)
+    out = torch.cat([base_id, base_ood]) - prior.log()
+    return out[:n_id], out[n_id:]
+
+
+@dataclass(frozen=True)
+class PairScore:
+    """A transductive score function: the ID set's scores depend on the OOD set they are evaluated
+    against (CLIPScope's online histogram). ``pair(id_features, ood_features) -> (id_scores, ood_scores)``.
+
+    ``tables.evaluate_score`` and ``runner.Runner`` score each (ID set, OOD set) pair with it; calling it on
+    one set alone is an error that says so.
+    """
+
+    pair: Callable
+    name: str = "this score"
+
+    def __call__(self, features):
+        raise TypeError(f"{self.name} scores an ID set and an OOD set together (its ID scores depend on the "
+                        "OOD set): call .pair(id_features, ood_features).")

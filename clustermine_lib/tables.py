@@ -13,19 +13,22 @@ import numpy as np
 import pandas as pd
 
 from .benchmark import OPENOOD_FAR, OPENOOD_NEAR, Benchmark
+from .metrics import DEFAULT_FPR95
 from .metrics import evaluate as _evaluate
+from .scoring import PairScore
 
 COLUMNS = ["method", "id_set", "ood_set", "auroc", "fpr95"]
 
 
 def evaluate_score(score_fn: Callable, benchmark: Benchmark, method: str, id_set: str = "test",
-                   ood_sets: Iterable[str] | None = None) -> pd.DataFrame:
+                   ood_sets: Iterable[str] | None = None, fpr95_rule: str = DEFAULT_FPR95) -> pd.DataFrame:
     """Score ID test images once and each OOD set, return the long table (AUROC / FPR95 in %).
 
     score_fn: features (N, D) -> (N,) scores, higher = more ID (e.g.
-    ``lambda f: eq1_logit(f, pos_text, neg_text, tau)``). id_set: 'test' or a key of
+    ``lambda f: eq1_logit(f, pos_text, neg_text, tau)``), or a ``scoring.PairScore`` (a transductive
+    score: the ID set is then scored again with each OOD set). id_set: 'test' or a key of
     ``benchmark.shifted`` (covariate-shifted ID, Table 9); ood_sets: keys of ``benchmark.ood``
-    (default all). ID is the positive class (``metrics.evaluate``).
+    (default all). ID is the positive class; ``fpr95_rule``: ``metrics.FPR95_RULES``.
     """
     if id_set == "test":
         id_fs = benchmark.test
@@ -37,9 +40,13 @@ def evaluate_score(score_fn: Callable, benchmark: Benchmark, method: str, id_set
     unknown = [n for n in names if n not in benchmark.ood]
     if unknown:
         raise KeyError(f"OOD sets {unknown} are not in this benchmark; it has {list(benchmark.ood)}.")
-    id_scores = score_fn(id_fs.features)
-    rows = [{"method": method, "id_set": id_fs.name, "ood_set": n,
-             **_evaluate(id_scores, score_fn(benchmark.ood[n].features))} for n in names]
+    if isinstance(score_fn, PairScore):
+        pair_of = lambda n: score_fn.pair(id_fs.features, benchmark.ood[n].features)  # noqa: E731
+    else:
+        id_scores = score_fn(id_fs.features)
+        pair_of = lambda n: (id_scores, score_fn(benchmark.ood[n].features))  # noqa: E731
+    rows = [{"method": method, "id_set": id_fs.name, "ood_set": n, **_evaluate(*pair_of(n), fpr95_rule=fpr95_rule)}
+            for n in names]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

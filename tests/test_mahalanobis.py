@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from clustermine_lib.mahalanobis import MahalanobisDetector
+from clustermine_lib.mahalanobis import MahalanobisDetector, precision_matrix
 from feature_helpers import TINY, clustered
 
 
@@ -71,3 +71,61 @@ def test_mahalanobis_numpy_input_equals_tensor_input():
     from_numpy = MahalanobisDetector().fit(x.numpy(), y.numpy())
     for relative in (False, True):
         assert torch.equal(from_numpy.score(test.numpy(), relative), det.score(test, relative))
+
+
+def _planted(d=8, seed=0):
+    """Issue 17's covariance: V diag(1e-3, 5e-4, 2e-4, 1.6e-16, 0, 0, 0, 0) Vᵀ, V random orthogonal."""
+    v, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    w = torch.tensor([1e-3, 5e-4, 2e-4, 1.6e-16] + [0.0] * (d - 4), dtype=torch.float64)
+    return (v * w) @ v.T, v
+
+
+def test_precision_drops_a_planted_rounding_eigenvalue_that_pinv_keeps():
+    cov, v = _planted()
+    x = 1e-6 * v[:, 3]  # a point 1e-6 from the mean along the planted direction
+    pinv = torch.linalg.pinv(cov, hermitian=True)  # default cutoff ≈ 8 eps 1e-3 ≈ 1.8e-18 keeps 1.6e-16
+    assert float(torch.linalg.eigvalsh(pinv).max()) == pytest.approx(6.25e15, rel=1e-3)
+    assert float(x @ pinv @ x) == pytest.approx(6.25e3, rel=1e-3)
+    prec = precision_matrix(cov)  # rtol 1e-10: cutoff 1e-13
+    assert float(torch.linalg.eigvalsh(prec).max()) == pytest.approx(1 / 2e-4, rel=1e-9)
+    assert abs(float(x @ prec @ x)) < 1e-12
+    # on a well-conditioned covariance it is the inverse (PLP's .inverse())
+    full = cov + 1e-4 * torch.eye(8, dtype=torch.float64)
+    torch.testing.assert_close(precision_matrix(full), torch.linalg.inv(full), rtol=1e-9, atol=1e-6)
+    with pytest.raises(ValueError, match="rtol"):
+        precision_matrix(cov, rtol=1.0)
+
+
+def test_mahalanobis_on_rank_deficient_features_ignores_the_planted_direction():
+    """Unit features of two classes spread over e1..e3 (σ = 0.03) with a planted 1.26e-8 spread along e4
+    (variance 1.6e-16, rounding size) and nothing along e5..e7: a training image moved 1e-6 along e4 keeps
+    its score under the relative cutoff, and moves ~6e3 away without it."""
+    g = torch.Generator().manual_seed(4)
+    d, n = 8, 200
+    rows = []
+    for c in range(2):
+        x = torch.zeros(n, d, dtype=torch.float64)
+        x[:, c] = 1.0
+        x[:, 2:5] = 0.03 * torch.randn(n, 3, generator=g, dtype=torch.float64)
+        x[:, 5] = 1.26e-8 * torch.randn(n, generator=g, dtype=torch.float64)
+        rows.append(x / x.norm(dim=1, keepdim=True))
+    x, y = torch.cat(rows), torch.arange(2).repeat_interleave(n)
+    det = MahalanobisDetector().fit(x, y)
+    probe = x[:1].clone()
+    probe[0, 5] += 1e-6  # still unit to 1e-12
+    assert abs(float(det.score(probe) - det.score(x[:1]))) < 1e-3
+    # no cutoff beyond positivity keeps the planted eigenvalue (so does pinv's default: -6.7e3, measured)
+    loose = MahalanobisDetector(rtol=0.0).fit(x, y)
+    assert abs(float(loose.score(probe) - loose.score(x[:1]))) > 1e3
+
+
+def test_drop_singletons_removes_their_means_as_plp():
+    x, y = clustered([30, 40, 1], 5, 2)
+    with pytest.warns(UserWarning, match="dropped"):
+        det = MahalanobisDetector(drop_singletons=True).fit(x, y)
+    assert det.means.shape[0] == 2 and det.classes.tolist() == [0, 1]
+    # the singleton image no longer sits on a class centre; the other classes score as before
+    assert -float(det.score(x[-1:])) > 1e-3
+    with pytest.warns(UserWarning):
+        kept = MahalanobisDetector().fit(x, y)
+    torch.testing.assert_close(det.score(x[:70]), kept.score(x[:70]))

@@ -90,6 +90,45 @@ def test_neglabel_mine_excludes_gt_and_reports_missing():
     assert m.params["missing"] == ["zebra"] and m.neg.tolist() == [0, 1, 2]
 
 
+def _with_similarity(sims, d=4):
+    """Unit text features whose cosine to the one positive e_0 is exactly ``sims`` (the 0.95-quantile over a
+    single positive is that cosine)."""
+    c = torch.tensor(sims, dtype=torch.float64)
+    out = torch.zeros(len(sims), d, dtype=torch.float64)
+    out[:, 0], out[:, 1] = c, (1 - c ** 2).sqrt()
+    return out.float(), torch.eye(d)[:1]
+
+
+def test_neglabel_pos_split_keeps_the_same_fraction_of_nouns_and_adjectives():
+    # Issue 17's example: nouns n1..n6 at similarity 0.1 .. 0.6, adjectives a1..a4 at 0.05, 0.08, 0.12, 0.8
+    # ('s' = a WordNet satellite adjective, an adjective for NegLabel).
+    names = ("n1", "n2", "n3", "n4", "n5", "n6", "a1", "a2", "a3", "a4")
+    ct, gt = _with_similarity([.1, .2, .3, .4, .5, .6, .05, .08, .12, .8])
+    corpus = Corpus("toy", names, ("",) * 10, ("n",) * 6 + ("a", "s", "a", "s"))
+    names_of = lambda m: sorted(corpus.names[i] for i in m.neg.tolist())  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the class name is not in this corpus
+        split = mining.neglabel_mine(["thing"], gt, corpus, ct, k=5, pos_split=True)
+        pool = mining.neglabel_mine(["thing"], gt, corpus, ct, k=5)
+        # K = 7 of 10: 7 * 6 // 10 = 4 nouns, 7 * 4 // 10 = 2 adjectives (official rounding down: 6, not 7)
+        short = mining.neglabel_mine(["thing"], gt, corpus, ct, k=7, pos_split=True)
+    assert names_of(split) == ["a1", "a2", "n1", "n2", "n3"]  # 50 % of each pool: only the split keeps n3
+    assert names_of(pool) == ["a1", "a2", "a3", "n1", "n2"]  # the 5 lowest of one pool
+    assert names_of(short) == ["a1", "a2", "n1", "n2", "n3", "n4"] and short.params["K"] == 6
+    assert split.params["pos_split"] and not pool.params["pos_split"]
+
+
+def test_neglabel_exclude_gt_false_keeps_gt_names_as_negatives():
+    # a corpus word equal to a Y_GT name with a low similarity: the official code keeps it as a negative
+    # (its released 10K list holds 31 ImageNet names); Eq. 2 (the default) removes it
+    ct, gt = _with_similarity([.1, .5, .2, .9])
+    corpus = Corpus("toy", ("jackfruit", "b", "c", "d"), ("",) * 4, ("n",) * 4)
+    paper = mining.neglabel_mine(["jackfruit"], gt, corpus, ct, k=2)
+    official = mining.neglabel_mine(["jackfruit"], gt, corpus, ct, k=2, exclude_gt=False)
+    assert paper.neg.tolist() == [1, 2] and official.neg.tolist() == [0, 2]
+    assert paper.pos.tolist() == official.pos.tolist() == [0]
+
+
 def test_prune_negatives_reuses_selection():
     ct = unit(30, 8, 10)
     mined = mining.posmine(torch.tensor([0, 0, 3, 3, 3, 7, 7]), toy_corpus(30), m=2)

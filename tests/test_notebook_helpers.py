@@ -141,6 +141,66 @@ def test_runner_gives_the_pipeline_numbers_and_reuses_its_disk_cache(tiny_bench,
     assert not list((tmp_path / "cache").rglob(".*tmp*"))  # atomic writes leave no temp files
 
 
+def test_clipscope_online_is_scored_per_pair_in_the_runner_as_in_the_pipeline(tiny_bench, tmp_path):
+    settings = Settings.for_benchmark(tiny_bench, progress=False)
+    assert settings.clipscope_histogram == "online" and methods.is_pairwise("CLIPScope", settings)
+    sets = ("NINCO", "iNat")
+    run = Runner(tiny_bench, settings, store=tmp_path / "cache")
+    ours = run.evaluate("CLIPScope", ood_sets=sets)
+    pd.testing.assert_frame_equal(ours, Pipeline(tiny_bench, settings).evaluate("CLIPScope", ood_sets=sets))
+    a, _ = run.pair_scores("CLIPScope", "test", "NINCO")
+    b, _ = run.pair_scores("CLIPScope", "test", "iNat")
+    assert len(a) == len(tiny_bench.test) and not np.array_equal(a, b)  # a fresh histogram per OOD set
+    assert len(list((tmp_path / "cache" / "scores").glob("*.npy"))) == 2  # one file per (ID, OOD) pair
+    with pytest.raises(ValueError, match="pair_scores"):
+        run.scores("CLIPScope", "test")
+    train = Runner(tiny_bench, Settings.for_benchmark(tiny_bench, progress=False, clipscope_histogram="train"))
+    assert not methods.is_pairwise("CLIPScope", train.settings)
+    assert train.scores("CLIPScope", "test").shape == (len(tiny_bench.test),)
+
+
+def test_settings_conventions_validated_printed_and_reaching_the_metrics(run, tiny_bench):
+    s = run.settings
+    assert (s.fpr95, s.neglabel_split, s.neglabel_exclude_gt, s.energy_logits, s.clipscope_histogram,
+            s.md_rtol, s.md_drop_singletons) == ("interp", False, True, "cosine", "online", 1e-10, False)
+    text = N.describe(tiny_bench, run)
+    for part in ("FPR95 interp (PLP's code)", "NegLabel negatives one pool (paper Eq. 2), Y_GT excluded",
+                 "Energy on plain cosine", "CLIPScope histogram online", "cutoff 1e-10"):
+        assert part in text
+    with pytest.raises(ValueError, match=r"fpr95 must be one of \['interp'"):
+        Settings(fpr95="closest")
+    with pytest.raises(ValueError, match="energy_logits"):
+        Settings(energy_logits="logits")
+    # the FPR95 rule reaches metrics.evaluate; the scores (and their cache files) do not depend on it
+    other = Runner(tiny_bench, Settings.for_benchmark(tiny_bench, progress=False, fpr95="min"), store=run.store,
+                   max_eval=40)
+    assert other.settings_key() == run.settings_key()
+    t_interp, t_min = run.evaluate("MCM", ood_sets=("NINCO",)), other.evaluate("MCM", ood_sets=("NINCO",))
+    s_id, s_ood = run.scores("MCM", "test"), run.scores("MCM", "NINCO")
+    from clustermine_lib import metrics
+    assert t_min.fpr95.iloc[0] == pytest.approx(100 * metrics.fpr95(s_id, s_ood, rule="min"))
+    assert t_interp.fpr95.iloc[0] == pytest.approx(100 * metrics.fpr95(s_id, s_ood, rule="interp"))
+    assert t_min.auroc.iloc[0] == t_interp.auroc.iloc[0]
+
+
+def test_registry_threads_the_baseline_options(tiny_bench):
+    from clustermine_lib import scoring
+
+    x, b = tiny_bench.test.features[:50], tiny_bench
+    pipe = Pipeline(b, Settings.for_benchmark(b, progress=False))
+    torch.testing.assert_close(pipe.score_fn("Energy")(x), scoring.energy_score(x, b.class_text))
+    scaled = Pipeline(b, Settings.for_benchmark(b, progress=False, energy_logits="scaled"))
+    torch.testing.assert_close(scaled.score_fn("Energy")(x), scoring.energy_score(x, b.class_text, b.logit_scale))
+    official = Pipeline(b, Settings.for_benchmark(b, progress=False, neglabel_split=True, neglabel_exclude_gt=False))
+    mined = official.mined("NegLabel", k=20)
+    assert mined.params["pos_split"] and not mined.params["exclude_gt"]
+    assert not pipe.mined("NegLabel", k=20).params["pos_split"]
+    md = Pipeline(b, Settings.for_benchmark(b, progress=False, md_rtol=1e-6, md_drop_singletons=True))
+    md.score_fn("MD")
+    det = md._cache["md"]
+    assert det.rtol == 1e-6 and det.drop_singletons
+
+
 def test_max_eval_subsamples_every_set_the_same_way(run):
     fs = run.feature_set("NINCO")
     assert len(fs) == 40 and torch.equal(fs.features, run.feature_set("NINCO").features)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from clustermine_lib import dense as D
+from clustermine_lib import metrics
 from clustermine_lib import scoring as S
 from feature_helpers import TINY, cos, unit
 
@@ -64,6 +65,29 @@ def test_maxlogit_energy_dense_and_chunked(data):
         S.energy_score(data["img"], data["pos"], 0.0)
 
 
+def _images_with_cosines(rows):
+    """Unit image features and unit class text features whose cosines are exactly ``rows`` (N, C):
+    orthonormal class texts e_1..e_C, images = cosines on them + the rest of the norm on an extra axis."""
+    c = torch.tensor(rows, dtype=torch.float64)
+    n, k = c.shape
+    text = torch.eye(k + 1, dtype=torch.float64)[:k]
+    img = torch.cat([c, (1 - (c ** 2).sum(1, keepdim=True)).sqrt()], 1)
+    return img.float(), text.float()
+
+
+def test_energy_default_is_plain_cosine_and_ranks_like_the_official_code():
+    # Issue 17's worked example: a: cos (0.30, 0.10, 0.10), b: (0.25, 0.22, 0.22).
+    img, text = _images_with_cosines([[0.30, 0.10, 0.10], [0.25, 0.22, 0.22]])
+    plain = S.energy_score(img, text)  # MCM / PLP / OpenOOD: logsumexp of plain cosines, T = 1
+    np.testing.assert_allclose(plain.numpy(), [np.log(np.exp(.3) + 2 * np.exp(.1)),
+                                               np.log(np.exp(.25) + 2 * np.exp(.22))], rtol=1e-6)
+    np.testing.assert_allclose(plain.numpy(), [1.2698, 1.3287], atol=1e-4)
+    assert plain[1] > plain[0]  # b ranks as more ID
+    scaled = S.energy_score(img, text, 100.0)  # the logit-scaled option: a ranks as more ID
+    np.testing.assert_allclose(scaled.numpy(), [30.0000, 25.0949], atol=1e-3)
+    assert scaled[0] > scaled[1]
+
+
 # ---------------------------------------------------------------- grouping (Fig. 10)
 
 def test_grouping_g1_equals_eq1(data):
@@ -106,6 +130,41 @@ def test_clipscope_score_dense_and_chunked(data):
         np.testing.assert_allclose(got.numpy(), dense, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="class_counts"):
         S.clipscope_score(data["img"], data["pos"], data["neg"], scale, torch.zeros(5))
+
+
+def test_clipscope_online_prior_worked_example():
+    # Issue 17's example: x1, x2 (ID, ŷ = 0, MSP·P_ID 0.8, 0.7), o1 (OOD, ŷ = 1, 0.3), two classes.
+    pred, base = torch.tensor([0, 0, 1]), torch.tensor([0.8, 0.7, 0.3], dtype=torch.float64)
+    first = base / S.clipscope_online_prior(pred, 2, torch.tensor([0, 1, 2]))  # stream x1, x2, o1
+    np.testing.assert_allclose(first.numpy(), [1.6, 1.05, 1.2])
+    assert metrics.auroc(first[:2], first[2:]) == 0.5  # o1 lands above x2
+    last = base / S.clipscope_online_prior(pred, 2, torch.tensor([2, 0, 1]))  # stream o1, x1, x2
+    np.testing.assert_allclose(last.numpy(), [2.4, 1.4, 0.6])
+    fixed = base / (torch.tensor([6.0, 6.0]) / 12)[pred]  # a training histogram (1 + 5, 1 + 5)
+    np.testing.assert_allclose(fixed.numpy(), [1.6, 1.4, 0.6])
+    with pytest.raises(ValueError, match="permutation"):
+        S.clipscope_online_prior(pred, 2, torch.tensor([0, 0, 1]))
+
+
+def test_clipscope_online_scores_equal_a_sequential_histogram(data):
+    """The official loop re-stated: histogram of ones, each image scored with the histogram before its
+    own count, then counted, over a seeded stream of ID ∪ OOD."""
+    scale, id_img, ood_img = 30.0, data["img"][:7], unit(5, data["img"].shape[1], 21)
+    got_id, got_ood = S.clipscope_online_scores(id_img, ood_img, data["pos"], data["neg"], scale, seed=3)
+    x = torch.cat([id_img, ood_img])
+    lp, ln = scale * cos(x, data["pos"]), scale * cos(x, data["neg"])
+    count = np.ones(data["pos"].shape[0])
+    want = np.empty(len(x))
+    for i in torch.randperm(len(x), generator=torch.Generator().manual_seed(3)).tolist():
+        probs = np.exp(lp[i]) / np.exp(lp[i]).sum()
+        y = int(probs.argmax())
+        p_id = np.exp(lp[i]).sum() / (np.exp(lp[i]).sum() + np.exp(ln[i]).sum())
+        want[i] = np.log(probs[y] * p_id / (count[y] / count.sum()))
+        count[y] += 1
+    np.testing.assert_allclose(torch.cat([got_id, got_ood]).numpy(), want, rtol=1e-5, atol=1e-6)
+    # a fresh histogram per call: the same ID images score differently against another OOD set
+    other_id, _ = S.clipscope_online_scores(id_img, ood_img[:2], data["pos"], data["neg"], scale, seed=3)
+    assert not torch.equal(other_id, got_id)
 
 
 def test_clipscope_class_counts():

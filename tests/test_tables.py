@@ -8,6 +8,7 @@ from clustermine_lib import tables as T
 from clustermine_lib.benchmark import Benchmark, FeatureSet
 from clustermine_lib.corpus import Corpus
 from clustermine_lib.metrics import evaluate
+from clustermine_lib.scoring import PairScore
 
 
 # ---------------------------------------------------------------- long tables
@@ -36,6 +37,27 @@ def test_evaluate_score_long_table():
         T.evaluate_score(fn, b, "m", ood_sets=["Places"])
     with pytest.raises(KeyError, match="ImageNet-Z"):
         T.evaluate_score(fn, b, "m", id_set="ImageNet-Z")
+
+
+def test_evaluate_score_takes_the_fpr95_rule_and_pair_scores():
+    b = tiny_benchmark()
+    fn = lambda f: f[:, 0]  # noqa: E731
+    for rule in ("interp", "min", "nearest", "strict", "first"):
+        t = T.evaluate_score(fn, b, "first-dim", fpr95_rule=rule)
+        ref = evaluate(b.test.features[:, 0], b.ood["NINCO"].features[:, 0], fpr95_rule=rule)
+        assert t.iloc[0]["fpr95"] == pytest.approx(ref["fpr95"])
+    # a transductive score: the ID set is scored again with each OOD set
+    seen = []
+
+    def pair(x_id, x_ood):
+        seen.append(len(x_ood))
+        return x_id[:, 0] - x_ood[:, 0].mean(), x_ood[:, 0] - x_ood[:, 0].mean()
+
+    t = T.evaluate_score(PairScore(pair), b, "pair")
+    assert seen == [25, 15] and t.iloc[0]["auroc"] == pytest.approx(evaluate(
+        b.test.features[:, 0], b.ood["NINCO"].features[:, 0])["auroc"])
+    with pytest.raises(TypeError, match="pair"):
+        PairScore(pair)(b.test.features)
 
 
 def test_means_near_far_and_wide():
