@@ -19,7 +19,7 @@ import torch
 from .corpus import Corpus, clean
 from .mining import Mined, cluster_vote
 from .dense import DEFAULT_BUDGET, zero_shot_top1
-from .validation import check_ids
+from .validation import check_ids, check_matrix
 
 # --------------------------------------------------------------------------------------------------
 # Mined-label quality: Table 3 (overlap, F1) and Fig. 5 (text similarity, WordNet hops)
@@ -191,6 +191,17 @@ def cluster_analysis(clusters, top1, labels=None, n_clusters: int | None = None)
             "purity": cluster_purity(clusters, labels) if have_labels else math.nan,
             "purity_weighted": cluster_purity(clusters, labels, weighted=True) if have_labels else math.nan,
             "entropy": cluster_entropy(clusters, top1)}
+
+
+def kmeans_labels(features, n_clusters: int, seed: int = 0) -> torch.Tensor:
+    """(N,) k-means cluster ids of the L2-normalised ``features`` (N, D): scikit-learn's ``KMeans``
+    (k-means++, one initialisation, Lloyd, seeded) — the classic baseline TEMI is compared with."""
+    from sklearn.cluster import KMeans
+
+    x = torch.nn.functional.normalize(check_matrix(features, "features").double(), dim=1).numpy()
+    if not 1 <= n_clusters <= len(x):
+        raise ValueError(f"n_clusters={n_clusters} must be in [1, N={len(x)}].")
+    return torch.from_numpy(KMeans(n_clusters, n_init=1, random_state=seed).fit_predict(x)).long()
 
 
 def cluster_sweep(clusterings: dict, top1, labels=None) -> pd.DataFrame:

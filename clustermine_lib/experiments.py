@@ -15,7 +15,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from . import dense, methods, mining, scoring, tables
+from . import analysis, dense, methods, mining, scoring, tables
 from .benchmark import OOD_SETS, Benchmark
 from .clustering import TEMIConfig, fit_temi
 from .mahalanobis import DEFAULT_RTOL
@@ -145,6 +145,13 @@ class Pipeline:
         config = s.temi_config(n_clusters)
         return self._cached(("clusters", config.n_clusters), lambda: fit_temi(
             self.bench.train.features, config, device=s.device, progress=s.progress).labels)
+
+    def kmeans_clusters(self, n_clusters: int | None = None) -> torch.Tensor:
+        """(N,) k-means cluster of every ID training image for C = n_clusters (``analysis.kmeans_labels``):
+        the clustering of the diagnostic beside TEMI."""
+        c = n_clusters or self.settings.n_clusters
+        return self._cached(("kmeans", c), lambda: analysis.kmeans_labels(self.bench.train.features, c,
+                                                                          seed=self.settings.seed))
 
     def candidates(self) -> torch.Tensor:
         """(T,) sorted corpus indices that are the top-1 concept of some training image: every Y_pos

@@ -42,6 +42,7 @@ class Method:
     key: str | None = None
     table1: bool = True
     pairwise: Callable = field(default=lambda s: False)
+    diagnostic: bool = False  # not a method: shows what one of its steps costs (e.g. the clustering)
 
 
 # ---------------------------------------------------------------------------- scorers
@@ -153,6 +154,24 @@ def _mine_clustermine(pipe, n_clusters, neg_k):
                    neg_k)
 
 
+def _mine_kmeans_vote(pipe, n_clusters, neg_k):
+    """Diagnostic: ClusterMine's vote over k-means clusters (same C) instead of TEMI's."""
+    clusters = pipe.kmeans_clusters(n_clusters)
+    return _pruned(pipe, mining.clustermine(pipe.top1(), clusters, pipe.bench.corpus, n_clusters=n_clusters),
+                   neg_k)
+
+
+def _mine_true_class_vote(pipe, neg_k):
+    """Diagnostic: ClusterMine's vote with the true classes as clusters (the best a clustering can do)."""
+    y = pipe.bench.train.labels
+    if y is None or bool((y < 0).any()):
+        raise ValueError("The true-class diagnostic needs the training images' class labels; this benchmark "
+                         "has none for some images.")
+    clusters = y.long()
+    return _pruned(pipe, mining.clustermine(pipe.top1(), clusters, pipe.bench.corpus,
+                                            n_clusters=len(pipe.bench.class_names)), neg_k)
+
+
 def _mine_neglabel(pipe, k, n_groups=1):  # grouping (Fig. 10) changes the score, not the labels
     b, s = pipe.bench, pipe.settings
     return mining.neglabel_mine(b.class_names, b.class_text, b.corpus, b.corpus_text, k=k,
@@ -188,10 +207,18 @@ _REGISTRY = [
            defaults=_posmine_defaults, table1=False),
     Method("ClusterMine+PLP", False, _mined_plp("ClusterMine"), "PLP on ClusterMine's Y_pos (Table 8)",
            (3, "*", 0.5), defaults=_clustermine_defaults, table1=False),
+    # Diagnostics, not methods: ClusterMine's vote and Eq. 1 with other clusters than TEMI's
+    Method("ClusterMine (k-means clusters)", False, _eq1_mined("ClusterMine (k-means clusters)"),
+           "diagnostic: ClusterMine with k-means clusters (same C)", (3, "X", 0.35), miner=_mine_kmeans_vote,
+           defaults=_clustermine_defaults, table1=False, diagnostic=True),
+    Method("ClusterMine (true classes)", True, _eq1_mined("ClusterMine (true classes)"),
+           "diagnostic: ClusterMine with the true classes as clusters", (3, "P", 0.2), miner=_mine_true_class_vote,
+           defaults=lambda s: {"neg_k": s.neg_k}, table1=False, diagnostic=True),
 ]
 REGISTRY = {m.name: m for m in _REGISTRY}
 METHODS = tuple(m.name for m in _REGISTRY if m.table1)  # Table 1, in the paper's order
 NEEDS_GT = {m.name: m.needs_gt for m in _REGISTRY}
+DIAGNOSTICS = tuple(m.name for m in _REGISTRY if m.diagnostic)
 
 
 def get(name: str) -> Method:

@@ -33,9 +33,10 @@ ID_TEST = "ImageNet"  # name of the ID test set in every Benchmark (simulated or
 _CODE_MODULES = {
     "top1": ("dense",),
     "temi": ("clustering", "knn"),
-    "mined": ("clustering", "dense", "experiments", "knn", "methods", "mining"),
-    "scores": ("clustering", "dense", "experiments", "knn", "mahalanobis", "methods", "metrics", "mining",
-               "plp", "scoring"),
+    "kmeans": ("analysis",),
+    "mined": ("analysis", "clustering", "dense", "experiments", "knn", "methods", "mining"),
+    "scores": ("analysis", "clustering", "dense", "experiments", "knn", "mahalanobis", "methods", "metrics",
+               "mining", "plp", "scoring"),
 }
 
 
@@ -217,6 +218,16 @@ class Runner(Pipeline):
             key = {"train": self._tensor_digest("train", self.bench.train.features), "temi": asdict(config),
                    "device": dev}
             labels = self._disk("temi", key, lambda: Pipeline.clusters(self, config.n_clusters).numpy())
+            self._cache[k] = torch.from_numpy(labels).long()
+        return self._cache[k]
+
+    def kmeans_clusters(self, n_clusters: int | None = None) -> torch.Tensor:
+        c = n_clusters or self.settings.n_clusters
+        k = ("kmeans", c)
+        if k not in self._cache:
+            key = {"train": self._tensor_digest("train", self.bench.train.features), "C": c,
+                   "seed": self.settings.seed}
+            labels = self._disk("kmeans", key, lambda: Pipeline.kmeans_clusters(self, c).numpy())
             self._cache[k] = torch.from_numpy(labels).long()
         return self._cache[k]
 

@@ -308,3 +308,15 @@ def test_device_auto_picks_cuda_when_present(monkeypatch, tiny_bench):
     assert run.settings.device == "cpu" and run.settings.progress is False  # demo: no bars (nbval)
     assert Runner.from_config(tiny_bench, N.Config(device="cpu", progress=True), cache=False).settings.progress
     assert N.Config(profile="paper").show_progress  # the paper profile's long cells show bars
+
+
+def test_clustering_diagnostics_vote_over_kmeans_and_true_classes(run):
+    from clustermine_lib import methods as M
+
+    d = A01.diagnostics(run)
+    assert list(dict.fromkeys(d.method)) == ["ClusterMine", "ClusterMine (k-means clusters)", "ClusterMine (true classes)"]
+    assert set(d[d.kind == "diagnostic"].method) == set(M.DIAGNOSTICS)
+    oracle = run.mined("ClusterMine (true classes)")
+    assert len(oracle) <= len(run.bench.class_names) and oracle.params["C"] == len(run.bench.class_names)
+    km = run.kmeans_clusters()
+    assert len(km) == len(run.bench.train) and int(km.max()) < run.settings.n_clusters
