@@ -317,6 +317,6 @@ def test_clustering_diagnostics_vote_over_kmeans_and_true_classes(run):
     assert list(dict.fromkeys(d.method)) == ["ClusterMine", "ClusterMine (k-means clusters)", "ClusterMine (true classes)"]
     assert set(d[d.kind == "diagnostic"].method) == set(M.DIAGNOSTICS)
     oracle = run.mined("ClusterMine (true classes)")
-    assert len(oracle) <= len(run.bench.class_names) and oracle.params["C"] == len(run.bench.class_names)
+    assert 0 < len(oracle) <= len(run.bench.class_names)
     km = run.kmeans_clusters()
     assert len(km) == len(run.bench.train) and int(km.max()) < run.settings.n_clusters
