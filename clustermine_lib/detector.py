@@ -139,11 +139,26 @@ class ClusterMine(_LabelMiner):
     n_clusters: int = Settings.n_clusters
     temi: object | None = None  # clustering.TEMIConfig; None: paper defaults for n_clusters
     clusters: torch.Tensor | None = None  # precomputed cluster labels (N,), skips TEMI (C = max id + 1)
+    temi_result: object | None = None  # a clustering.TEMIResult fitted on these features: skips TEMI, kept
     seed: int = 0
     progress: bool = True
 
+    def predict_clusters(self, features) -> torch.Tensor:
+        """(M,) cluster ids of new features from the best TEMI head (fitted, or loaded by ``load``)."""
+        check_is_fitted(self, "mined_")
+        if getattr(self, "temi_", None) is None:
+            raise RuntimeError("This ClusterMine holds no TEMI head (it was fitted on precomputed clusters).")
+        return self.temi_.predict(features, device=self.device)
+
     def _mine(self, train_features, top1, corpus):
-        if self.clusters is None:
+        if self.temi_result is not None:
+            n = len(self.temi_result.labels)
+            if n != train_features.shape[0]:
+                raise ValueError(f"temi_result holds {n} cluster labels but there are {train_features.shape[0]} "
+                                 "training images; fit it on these features.")
+            self.temi_ = self.temi_result
+            clusters, n_clusters = self.temi_.labels, self.temi_.config.n_clusters
+        elif self.clusters is None:
             from .clustering import TEMIConfig, fit_temi
 
             config = self.temi or TEMIConfig(n_clusters=self.n_clusters, seed=self.seed)

@@ -3,7 +3,8 @@
 ``detector.safetensors`` holds tensors only (never a pickle): Y_pos / Y_neg as corpus indices, the
 positive text features, the negative ones (unless saved with ``embed_negatives=False``, then the corpus
 text features are needed at load and checked against the stored hash), the per-label votes, the ID
-score quantiles and, for ClusterMine, the best TEMI head (to assign new images to clusters).
+score quantiles and, for ClusterMine, the best TEMI head (``load`` gives it back as ``det.temi_``, a
+``clustering.TEMIResult`` whose ``predict`` / ``ClusterMine.predict_clusters`` assign new images).
 ``detector.json`` says what it is: format version, class and parameters, τ, C, the corpus (name, size,
 hash of its names and of its text features), Y_pos with the clusters and images that voted for each,
 the threshold and its ID recall, what the features came from (``meta``: model, weights fingerprint,
@@ -31,6 +32,8 @@ class DetectorFileError(ValueError):
 def _image_votes(det) -> torch.Tensor:
     """(P,) training images whose top-1 concept is the positive, in the clusters it won (ClusterMine) or
     overall (PosMine)."""
+    if det.top1_ is None:  # a loaded detector: the votes it was saved with
+        return det.pos_images_
     pos, top1 = det.mined_.pos, det.top1_
     clusters = getattr(det, "clusters_", None)
     if clusters is None:
@@ -149,7 +152,23 @@ def load(directory, corpus_text=None):
     det.pos_text_, det.neg_text_, det.tau_ = t["pos_text"], neg_text, info["tau"]
     det.corpus_, det.threshold_, det.recall_ = info["corpus"], info["threshold"], info["recall"]
     det.id_quantiles_ = t.get("id_quantiles")
-    det.info_ = info
+    det.pos_images_, det.info_ = t["pos_images"], info
     if info.get("temi"):
-        det.temi_head_ = {k[len("temi."):]: v for k, v in t.items() if k.startswith("temi.")}
+        det.temi_ = _temi_predictor(info["temi"], t)
     return det
+
+
+def _temi_predictor(temi: dict, t: dict):
+    """The saved best TEMI head as a ``clustering.TEMIResult`` that assigns new images to clusters
+    (``predict``); its training-time fields (labels, losses) are empty."""
+    from dataclasses import fields
+
+    from .clustering import TEMIConfig, TEMIResult
+
+    known = {f.name for f in fields(TEMIConfig)}
+    config = TEMIConfig(**{k: v for k, v in temi["config"].items() if k in known})
+    head = {k[len("temi."):]: v for k, v in t.items() if k.startswith("temi.") and k not in ("temi.mean", "temi.std")}
+    empty = torch.empty(0)
+    return TEMIResult(labels=torch.empty(0, dtype=torch.long), best_head=temi["best_head"], head_losses=empty,
+                      epoch_losses=empty, confidence=empty, probs=None, head=head, config=config,
+                      mean=t.get("temi.mean"), std=t.get("temi.std"))

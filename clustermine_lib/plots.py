@@ -148,6 +148,22 @@ def score_histograms(scores: pd.DataFrame, simulated: bool = False):
     return _finish(fig, "Scores of ID test images vs OOD images", simulated, legend=_legend(axes[0], len(sets)))
 
 
+def folder_scores(scores, threshold: float, title: str | None = None):
+    """``clustermine score``: the histogram of one folder's scores with the detector's threshold
+    (left of it: flagged OOD)."""
+    v = np.asarray(scores, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(WIDTH / 2, 2.3))
+    lo, hi = min(v.min(), threshold), max(v.max(), threshold)
+    pad = 0.05 * (hi - lo) or 1.0
+    bins = np.linspace(lo - pad, hi + pad, 30)
+    ax.hist(v[v >= threshold], bins=bins, color=_PALETTE[0], alpha=0.8, label=f"ID ({int((v >= threshold).sum())})")
+    ax.hist(v[v < threshold], bins=bins, color=_PALETTE[3], alpha=0.8, label=f"flagged OOD ({int((v < threshold).sum())})")
+    ax.axvline(threshold, color="0.2", lw=1, ls="--", label=f"threshold {threshold:.3g}")
+    ax.set_xlabel("score (Eq. 1 log-odds; higher = more ID)")
+    ax.set_ylabel("images")
+    return _finish(fig, title or f"Scores of {len(v)} images", legend=_legend(ax, 3))
+
+
 # ---------------------------------------------------------------------------------------- Fig. 3
 def fig3_models(f3: pd.DataFrame, simulated: bool = False):
     d = f3[f3.ood_set == "mean"]
