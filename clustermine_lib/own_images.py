@@ -54,6 +54,13 @@ def temi_for_size(n_images: int, n_clusters: int, seed: int = 0) -> TEMIConfig:
       still near its random start); 300 steps of 4 heads take seconds on a CPU;
     - k = n / (2 C) nearest neighbours, within [1, 50]: neighbours should fall inside one cluster
       of the ~n / C images a cluster holds (50, the paper's, at ImageNet's ~320 images per cluster).
+
+    Measured on the tiny simulated benchmark (480 images, 20 classes, C = 20, seeds 0 / 1, one CPU
+    thread): NMI to the true classes 0.99 / 0.97 and mean AUROC over the six OOD sets 86.2 / 86.8 in
+    6 s; ``TEMIConfig.demo`` as it is (3 epochs of one 256-image step): NMI 0.39 / 0.31, AUROC 75.0 /
+    72.6; k = 50 instead of n / (2C): NMI 0.50 / 0.56, AUROC 77.6 / 76.1; 100 steps: NMI 0.88 / 0.83;
+    1000 steps: NMI 0.99, AUROC 86.2 in 13 s. C = 80: NMI 0.84 / 0.86, AUROC 86.0 / 87.4 (the true
+    classes as clusters: 86.5).
     """
     if n_images >= PAPER_PRESET_IMAGES:
         return TEMIConfig(n_clusters=n_clusters, seed=seed)
@@ -68,11 +75,12 @@ def auto_grid(n_images: int) -> list[int]:
     min(4000, n / 4) (at least 4), each >= 2 and <= n.
 
     The grid has to reach well past the number of real categories, where |Y_pos|/C falls and the
-    redundancy rises, or the elbow lands on noise among the small C: on the tiny simulated benchmark
-    (432 training images, 20 classes; ``temi_for_size``) C_max = n / 10 gave 2 ... 43 and the elbow
-    C = 4 (mean AUROC 53); n / 4 gives 6 ... 108 and C = 51 (|Y_pos|/C's own elbow: 25), a
-    rough overestimate as the paper asks (C = 20: 86.2, C = 80: 86.0, the true classes as clusters:
-    86.5). ImageNet-1K (1.28M): 250 ... 4000 (the paper's C); 2,000 images: 31 ... 500; 40: 2 ... 10."""
+    redundancy rises, or the elbow lands on noise among the small C. Tiny simulated benchmark (432
+    training images after the hold-out, 20 classes; ``temi_for_size``; mean AUROC over the six OOD
+    sets): this grid is 6, 12, 25, 52, 108, the elbow C = 52 (|Y_pos| = 45), AUROC 85.2 (C = 20:
+    86.6, C = 80: 88.7): the rough overestimate the paper asks for. With C_max = n / 10 (2 ... 43)
+    the elbow fell on C = 4 (AUROC 53). ImageNet-1K (1.28M): 250 ... 4000 (the paper's C); 2,000
+    images: 31 ... 500; 40 images: 2 ... 10."""
     hi = max(4, min(MAX_AUTO_C, n_images // 4))
     lo = max(2, hi // 16)
     grid = sorted({int(round(c)) for c in np.geomspace(lo, hi, 5)})
@@ -185,7 +193,8 @@ def fit_detector(features, corpus: Corpus, corpus_text, logit_scale: float, *, c
     train, held = split_holdout(x.shape[0], holdout, seed)
     check_clusters(clusters, len(train), x.shape[0], len(held))
     xt = x[train]
-    top1 = zero_shot_top1(xt, check_matrix(corpus_text, "corpus_text", x.shape[1]))[0]
+    top1 = zero_shot_top1(xt, check_matrix(corpus_text, "corpus_text", x.shape[1]), device=device,
+                          progress="top-1 concepts" if progress else None)[0]
     proposal = None
     if clusters == "auto":
         curve, proposal, results = sweep_c(xt, top1, auto_grid(len(train)), seed, device, progress)
