@@ -220,9 +220,16 @@ def checkpoint_error(path, arch: str, e: BaseException) -> ValueError:
     import re
 
     text = str(e)
+    try:  # a legacy (non-zip) torch file is read by the weights-only unpickler: random or foreign bytes make
+        with open(path, "rb") as f:  # it fail with any error (IndexError, KeyError, ...), not only UnpicklingError
+            legacy = Path(path).suffix != ".safetensors" and not f.read(2).startswith(b"PK")
+    except OSError:
+        legacy = False
+    mismatch = "Error(s) in loading state_dict" in text or "size mismatch" in text
     if type(e).__name__ == "SafetensorError":
         why = f"is not a complete .safetensors file ({_first_line(e)}): truncated or damaged; copy it again"
-    elif isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in text:
+    elif isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in text or (
+            legacy and not mismatch and not isinstance(e, (EOFError, OSError))):
         glob = re.search(r"GLOBAL ([\w.]+)", text)
         what = f" (it refers to {glob.group(1)})" if glob else ""
         why = (f"holds Python objects, not only tensors{what}, or is not a torch file; it was refused and not "
@@ -230,7 +237,7 @@ def checkpoint_error(path, arch: str, e: BaseException) -> ValueError:
                "as .safetensors")
     elif "PytorchStreamReader" in text or isinstance(e, (EOFError, OSError)):
         why = "is not a readable torch archive: truncated or damaged; copy it again"
-    elif "Error(s) in loading state_dict" in text or "size mismatch" in text:
+    elif mismatch:
         missing = re.search(r"Missing key\(s\)[^:]*: (.*?)(?:\.\s|$)", text, re.S)
         unexpected = re.search(r"Unexpected key\(s\)[^:]*: (.*?)(?:\.\s|$)", text, re.S)
         sizes = re.findall(r"size mismatch for ([\w.]+)", text)

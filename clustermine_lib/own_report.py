@@ -53,14 +53,16 @@ def header(info: dict, directory) -> list[str]:
     how = (f"chosen by --clusters auto: the elbow of |Y_pos|/C at C = {clusters['by_metric']['pos_per_cluster']}, "
            f"of the redundancy ratio at C = {clusters['by_metric']['redundancy']}, the larger kept"
            if clusters.get("by_metric") else "given with --clusters")
-    lines = [f"Detector {directory}: {info['class']}, fitted {info.get('created', '?')}",
-             f"  features: {_model(meta)}; prompts {meta.get('prompts', {}).get('name', '?')}",
-             f"  corpus: {corpus.get('name')} ({corpus.get('size')} concepts)",
-             f"  images: {images.get('n_images', '?')} from {images.get('folder', '?')} "
-             f"({images.get('n_train', '?')} clustered, {images.get('n_holdout', '?')} held out for the threshold, "
-             f"seed {images.get('seed', '?')}; {images.get('n_skipped', 0)} unreadable skipped)",
-             f"  C = {info['C']} clusters ({how}); |Y_pos| = {info['n_pos']} mined concepts, "
-             f"|Y_neg| = {info['n_neg']}"]
+    lines = [f"Detector {directory}: {info['class']}, fitted {info.get('created', '?')}"]
+    if "prompts" in meta:  # written by clustermine fit (own_images.fit_folder)
+        lines.append(f"  features: {_model(meta)}; prompts {meta['prompts'].get('name')}")
+    lines.append(f"  corpus: {corpus.get('name')} ({corpus.get('size')} concepts)")
+    if images:
+        lines.append(f"  images: {images['n_images']} from {images['folder']} ({images['n_train']} clustered, "
+                     f"{images['n_holdout']} held out for the threshold, seed {images['seed']}; "
+                     f"{images['n_skipped']} unreadable skipped)")
+    lines.append(f"  C = {info['C']} clusters ({how}); |Y_pos| = {info['n_pos']} mined concepts, "
+                 f"|Y_neg| = {info['n_neg']}")
     if info.get("threshold") is not None:
         lines.append(f"  threshold {info['threshold']:.4g}: {100 * (info.get('recall') or 0):.0f}% of the held-out "
                      "ID images score at or above it; below it an image is flagged OOD")
