@@ -21,62 +21,17 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .knn import knn_indices
 from .scoring import LSE_FLOOR
+from .validation import check_matrix
 
 __all__ = ["knn_indices", "TEMIConfig", "TEMIResult", "fit_temi", "temi_head_losses"]
 
 
-def _check_features(features, name: str = "features") -> torch.Tensor:
-    """Validate an (N, D) feature matrix and return it as float32 (float64 kept)."""
-    x = torch.as_tensor(features)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (N, D) tensor with one row per image, "
-                         f"got shape {tuple(x.shape)}; reshape/stack the embeddings.")
-    if x.shape[0] < 2 or x.shape[1] < 1:
-        raise ValueError(f"{name} needs at least 2 rows and 1 column, got shape {tuple(x.shape)}.")
-    if x.dtype != torch.float64:
-        x = x.float()  # half/bf16 matmuls are slow or unsupported on CPU; ints are not features
-    bad = (~torch.isfinite(x)).any(dim=1)
-    if bad.any():
-        raise ValueError(f"{name} contain NaN or Inf in {int(bad.sum())} of {len(x)} rows "
-                         f"(first: row {int(bad.nonzero()[0])}); drop or fix those rows first.")
-    return x
-
-
-@torch.no_grad()
-def knn_indices(features, k: int = 50, chunk_size: int = 4096, device=None,
-                progress: bool = False) -> torch.Tensor:
-    """Exact top-k cosine neighbours of every row, self excluded.
-
-    features: (N, D), L2-normalised here. Returns (N, k) long indices on ``features.device``,
-    most similar first. Only one (chunk_size, N) similarity block lives in memory, reused for every
-    chunk (4096 x 1.28M float32 = 21 GB at ImageNet scale: lower ``chunk_size`` on a smaller GPU).
-
-    Self is removed by *index* (the block's diagonal is set to -inf before topk), not by value:
-    exact duplicates have the same similarity as self, so a value-based rule could drop a genuine
-    duplicate neighbour or keep self; and the diagonal must be offset by the chunk start, which the
-    official chunked code gets wrong (it blanks entry (i, i) of every chunk, i.e. keeps self
-    for N > 80K).
-    """
-    x = _check_features(features)
-    n = x.shape[0]
-    if not isinstance(k, int) or not 1 <= k <= n - 1:
-        raise ValueError(f"k={k} is out of range: need 1 <= k <= N-1 = {n - 1} because self is "
-                         f"excluded; lower k (or add images).")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size} must be >= 1.")
-    out_device = x.device
-    device = torch.device(device) if device is not None else x.device
-    x = F.normalize(x.to(device), dim=1)
-    out = torch.empty(n, k, dtype=torch.long, device=device)
-    block = torch.empty(min(chunk_size, n), n, device=device, dtype=x.dtype)
-    for start in tqdm(range(0, n, chunk_size), disable=not progress, desc="kNN", leave=False):
-        stop = min(start + chunk_size, n)
-        sims = torch.mm(x[start:stop], x.T, out=block[: stop - start])  # (b, N)
-        rows = torch.arange(stop - start, device=device)
-        sims[rows, rows + start] = -math.inf
-        out[start:stop] = sims.topk(k, dim=1).indices
-    return out.to(out_device)
+def _features(features) -> torch.Tensor:
+    """Validated (N >= 2, D) features as float32 (float64 kept)."""
+    x = check_matrix(features, "features", min_rows=2)
+    return x if x.dtype == torch.float64 else x.float()
 
 
 @dataclass
@@ -177,7 +132,7 @@ class TEMIResult:
     @torch.no_grad()
     def _iter_probs(self, features, batch_size: int, device):
         """Yield (b, C) best-head teacher probabilities chunk by chunk, on ``device``."""
-        x = _check_features(features)
+        x = _features(features)
         if x.shape[1] != self.head["w1"].shape[1]:
             raise ValueError(f"features have D={x.shape[1]} columns but the model was trained "
                              f"on D={self.head['w1'].shape[1]}.")
@@ -186,10 +141,6 @@ class TEMIResult:
         for start in range(0, len(x), batch_size):
             xb = self._prep(x[start:start + batch_size].to(device).float())
             yield F.softmax(_forward(head, xb, self.config.teacher_temp)[0], dim=-1)
-
-    def predict_proba(self, features, batch_size: int = 8192, device=None) -> torch.Tensor:
-        """(M, D) new features -> (M, C) teacher best-head probabilities (on the CPU)."""
-        return torch.cat([p.cpu() for p in self._iter_probs(features, batch_size, device)])
 
     def predict(self, features, batch_size: int = 8192, device=None) -> torch.Tensor:
         """(M, D) new features -> (M,) long cluster ids from the trained teacher's best head."""
@@ -314,27 +265,6 @@ def _exp_rows_(x: torch.Tensor):
     return e, total, total.log().add_(m).squeeze(-1)
 
 
-class _LogSumExp(torch.autograd.Function):
-    """logsumexp over the last dim, (..., C) -> (...), floored as in ``_exp_rows_``; its gradient
-    is the softmax kept from the forward pass."""
-
-    @staticmethod
-    def forward(ctx, x):
-        e, total, lse = _exp_rows_(x.clone())
-        ctx.save_for_backward(e, total)
-        return lse
-
-    @staticmethod
-    def backward(ctx, grad):
-        e, total = ctx.saved_tensors
-        return e * (grad.unsqueeze(-1) / total)
-
-
-def _logsumexp(x: torch.Tensor) -> torch.Tensor:
-    """logsumexp over the last dim, differentiable; see ``_LogSumExp``."""
-    return _LogSumExp.apply(x)
-
-
 def _cosine(it: int, total: int, warmup: int, start: float, end: float) -> float:
     """Linear warm-up from 0 to ``start`` over ``warmup`` iters, then cosine ``start`` -> ``end``."""
     if it < warmup:
@@ -381,7 +311,7 @@ def fit_temi(features, config: TEMIConfig | None = None, knn=None, device=None,
     given ``config.seed``: initialisation, shuffling and neighbour draws use one seeded generator.
     """
     cfg = config if config is not None else TEMIConfig()
-    x = _check_features(features).float()
+    x = _features(features).float()
     knn = _validate(x, cfg, knn)
     n, dim = x.shape
     h, c = cfg.n_heads, cfg.n_clusters

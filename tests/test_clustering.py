@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import adjusted_rand_score
 
-from clustermine_lib.clustering import (TEMIConfig, _forward, _init_heads, fit_temi, knn_indices,
-                                        temi_head_losses)
+from clustermine_lib.clustering import TEMIConfig, _forward, _init_heads, fit_temi, temi_head_losses
+from clustermine_lib.knn import knn_indices
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -201,14 +201,14 @@ def test_too_many_clusters_message():
 def test_non_finite_features_rejected(bad):
     x = torch.randn(50, 4)
     x[7, 2] = bad
-    with pytest.raises(ValueError, match=r"features contain NaN or Inf.*row 7"):
+    with pytest.raises(ValueError, match=r"features contains NaN or Inf.*\[7\]"):
         fit_temi(x, small_config(), progress=False)
     with pytest.raises(ValueError, match="NaN or Inf"):
         knn_indices(x, k=3)
 
 
 def test_features_must_be_2d():
-    with pytest.raises(ValueError, match=r"features must be a 2-D \(N, D\)"):
+    with pytest.raises(ValueError, match=r"features must be 2-D \(N, D\)"):
         fit_temi(torch.randn(50), small_config(), progress=False)
     with pytest.raises(ValueError, match="2-D"):
         knn_indices(torch.randn(5, 4, 3), k=2)
@@ -224,3 +224,18 @@ def test_bad_precomputed_knn_rejected():
     with pytest.raises(ValueError, match=r"knn must have shape \(N=40, >=k=10\)"):
         fit_temi(x, small_config(n_clusters=4), knn=torch.zeros(40, 3, dtype=torch.long),
                  progress=False)
+
+
+def test_knn_queries_against_a_reference_set():
+    g = torch.Generator().manual_seed(3)
+    ref, q = torch.randn(80, 6, generator=g), torch.randn(13, 6, generator=g)
+    got = knn_indices(ref, k=4, chunk_size=5, queries=q)
+    sims = F.normalize(q, dim=1) @ F.normalize(ref, dim=1).T
+    assert got.shape == (13, 4)
+    assert torch.allclose(sims.gather(1, got), sims.topk(4, dim=1).values)
+
+
+def test_clustering_reexports_knn_indices():
+    from clustermine_lib import clustering, knn
+
+    assert clustering.knn_indices is knn.knn_indices
