@@ -100,3 +100,10 @@ def test_compare_and_table_roundtrip(tmp_path):
     assert [r["statistic"] for r in back] == ["a", "b"] and back[0]["simulated"] == pytest.approx(0.53)
     assert back[1]["within"] is False
     assert "NO" in cal.format_table(back)
+
+
+def test_report_rows_have_no_target(tmp_path):
+    rows = cal.compare({"x": 0.4}, [], report=("x",))
+    back = cal.read_table(cal.write_table(rows, tmp_path / "t.csv"))
+    assert math.isnan(back[0]["target"]) and back[0]["within"] is None and back[0]["simulated"] == 0.4
+    assert " - " in cal.format_table(back)
