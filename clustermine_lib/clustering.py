@@ -25,7 +25,34 @@ from .knn import knn_indices
 from .scoring import LSE_FLOOR
 from .validation import check_matrix
 
-__all__ = ["knn_indices", "TEMIConfig", "TEMIResult", "fit_temi", "temi_head_losses"]
+__all__ = ["knn_indices", "TEMIConfig", "TEMIResult", "fit_temi", "temi_head_losses", "plateau_ratio",
+           "PLATEAU_TAIL", "PLATEAU_TOL"]
+
+# Convergence criterion, checked on every run: the last PLATEAU_TAIL of the steps lower the loss by
+# less than PLATEAU_TOL of its total decrease (issue 13).
+PLATEAU_TAIL = 0.10
+PLATEAU_TOL = 0.02
+
+
+def plateau_ratio(curve, tail: float = PLATEAU_TAIL) -> float:
+    """How much the last ``tail`` of a loss curve still lowers the loss, as a share of the total
+    decrease: (L(1 - tail) - L(end)) / (L(start) - L(end)).
+
+    L(end) is the mean of the last 5 % of the steps, L(1 - tail) the mean of the 5 % window that ends
+    at 1 - tail (the two windows' centres are ``tail`` apart), L(start) the mean of the first 1 %
+    (at least one step): means, because single mini-batch losses are noisy. Converged (TEMI's
+    criterion): ratio < ``PLATEAU_TOL``; a small negative ratio (the end is slightly above) is
+    converged too. A curve that never went down returns +inf (not converged: nothing was learned).
+    """
+    c = torch.as_tensor(curve, dtype=torch.float64).flatten()
+    t = len(c)
+    if t < 2:
+        return math.inf
+    w = max(1, round(0.05 * t))
+    cut = max(w, round((1 - tail) * t))
+    end, mid, start = c[t - w:].mean(), c[cut - w:cut].mean(), c[:max(1, round(0.01 * t))].mean()
+    total = float(start - end)
+    return float(mid - end) / total if total > 0 else math.inf
 
 
 def _features(features) -> torch.Tensor:
@@ -117,6 +144,8 @@ class TEMIResult:
     epoch_losses: (epochs,) mean over heads per epoch. confidence: (N,) max probability.
     probs: (N, C) best-head teacher probabilities, only if ``return_probs`` (N*C floats!).
     head: best teacher head's parameters (CPU), used by ``predict``.
+    loss_curve: (steps,) the training loss of every step, mean over heads. plateau: its
+    ``plateau_ratio``; converged: plateau < ``PLATEAU_TOL`` (otherwise ``fit_temi`` warned).
     """
     labels: torch.Tensor
     best_head: int
@@ -128,6 +157,9 @@ class TEMIResult:
     config: TEMIConfig
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
+    loss_curve: torch.Tensor | None = None
+    plateau: float = math.nan
+    converged: bool = False
 
     @torch.no_grad()
     def _iter_probs(self, features, batch_size: int, device):
@@ -346,6 +378,7 @@ def fit_temi(features, config: TEMIConfig | None = None, knn=None, device=None,
     total = cfg.epochs * steps
     scale = bs / 256.0
     epoch_losses, head_losses = [], None
+    curve = torch.empty(total, device=device)
     for epoch in tqdm(range(cfg.epochs), disable=not progress, desc="TEMI"):
         perm = torch.randperm(n, generator=gen).to(device)
         pick = torch.randint(cfg.k, (n,), generator=gen).to(device)
@@ -373,6 +406,7 @@ def fit_temi(features, config: TEMIConfig | None = None, knn=None, device=None,
                 for name, p in student.items():
                     teacher[name].lerp_(p, 1 - m)
             loss_sum += losses.detach()
+            curve[it] = losses.detach().mean()
         head_losses = (loss_sum / steps).cpu()
         epoch_losses.append(head_losses.mean())
         if not torch.isfinite(head_losses).all():
@@ -384,7 +418,8 @@ def fit_temi(features, config: TEMIConfig | None = None, knn=None, device=None,
     result = TEMIResult(labels=torch.empty(0, dtype=torch.long), best_head=best,
                         head_losses=head_losses, epoch_losses=torch.stack(epoch_losses),
                         confidence=torch.empty(0), probs=None, head=head, config=replace(cfg),
-                        mean=mean, std=std)
+                        mean=mean, std=std, loss_curve=curve.cpu(), plateau=plateau_ratio(curve.cpu()))
+    result.converged = bool(result.plateau < PLATEAU_TOL)
     conf, labels, keep = [], [], []
     for p in result._iter_probs(features, 8192, device):  # re-applies standardize
         top = p.max(dim=1)
@@ -400,4 +435,9 @@ def fit_temi(features, config: TEMIConfig | None = None, knn=None, device=None,
                       f"{float(result.confidence.mean()):.4f} (uniform = {1 / c:.4f}). Train longer "
                       f"(epochs), raise lr, or keep standardize=True for features with a common "
                       f"offset.", RuntimeWarning, stacklevel=2)
+    elif not result.converged:
+        warnings.warn(f"TEMI stopped before its loss plateaued: the last {PLATEAU_TAIL:.0%} of the {total} "
+                      f"steps lowered the loss by {100 * result.plateau:.1f}% of its total decrease "
+                      f"(criterion: < {PLATEAU_TOL:.0%}). Raise epochs (now {cfg.epochs}) or lr (now "
+                      f"{cfg.lr:g}; with min_lr={cfg.min_lr:g}).", RuntimeWarning, stacklevel=2)
     return result

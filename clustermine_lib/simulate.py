@@ -95,21 +95,23 @@ class SimConfig:
     dim: int = 256
     lam: float = 0.9  # λ: parent weight of the semantic walk
     lam_visual: float = 0.97  # λ_v: parent weight of the walk of what text does not describe
-    align: float = 0.75  # a: share of a class's visual direction that its text describes
+    align: float = 0.65  # a: share of a class's visual direction that its text describes
     rho_text: float = 0.35  # text modality share
     rho_image: float = 0.4  # image modality share
+    visual_dims: int = 64  # V: axes no text reaches (r(s), part of the nuisance)
     modality_cos: float = 0.25  # cos(u_I, u_T): images and texts are not opposite cones in CLIP
     name_noise: float = 0.3  # ν
     prompt_shift: float = 0.1  # α
     prompt_noise: float = 0.6  # β
     modes: int = 4  # M: at most this many visual modes per class (1..M, seeded)
     mode_spread: float = 0.6  # κ
-    pose: float = 0.5  # π: class-specific anisotropic variance
+    pose: float = 0.3  # π: class-specific anisotropic variance
     pose_rank: int = 6  # r_p
-    nuisance: float = 1.5  # b: shared nuisance variance
+    nuisance: float = 1.2  # b: shared nuisance variance
     nuisance_rank: int = 24  # R
     nuisance_decay: float = 1.0  # δ
-    noise: float = 0.8  # e: isotropic variance
+    nuisance_text: float = 0.3  # share of each nuisance direction that is a background concept's m(s)
+    noise: float = 2.0  # e: isotropic variance
     tail: int = 3  # d: Student-t degrees of freedom of the per-image clutter scale (0: Gaussian)
     context: float = 0.5  # γ: max weight of a co-occurring concept in an image
     logit_scale: float = 100.0
@@ -161,26 +163,63 @@ class Geometry:
     pose: torch.Tensor
 
 
+class _Embedded:
+    """A ``SemanticSpace`` placed in ``width`` axes starting at ``offset`` of the D-dim feature space."""
+
+    def __init__(self, space: SemanticSpace, offset: int, width: int, dim: int, full: bool):
+        self._space, self._offset, self._width, self._dim = space, offset, width, dim
+        self.index, self.n_nouns = space.index, space.n_nouns
+        self.m = self._place(space.m) if full else None
+
+    def _place(self, v: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(*v.shape[:-1], self._dim)
+        out[..., self._offset:self._offset + self._width] = v[..., :self._width]
+        return out
+
+    @property
+    def wn(self):
+        return self._space.wn
+
+    def vector(self, synset: str) -> torch.Tensor:
+        return self.m[self.index[synset]] if self.m is not None else self._place(self._space.vector(synset))
+
+    def rows(self, synsets) -> torch.Tensor:
+        return torch.tensor([self.index[x] for x in synsets], dtype=torch.long)
+
+
 class Simulator:
-    """Builds text and image features of the simulated CLIP (see module docstring)."""
+    """Builds text and image features of the simulated CLIP (see module docstring).
+
+    Axes of the D-dim space: [0, S) the text-visible block (semantic vectors m(s) and all text
+    content live only here), [S, D-2) the visual-only block (r(s) and part of the nuisance: what no
+    text describes), D-2 and D-1 the modality offsets; S = D - 2 - ``visual_dims``.
+    """
 
     def __init__(self, config: SimConfig, seed: int = 0):
         self.cfg, self.seed = config, seed
         c = config
-        self.space = semantic_space(c.dim, c.lam, seed)
-        self.visual = semantic_space(c.dim, c.lam_visual, seed + 7919)
+        d, v = c.dim, c.visual_dims
+        if not 0 <= v < d - 3:
+            raise ValueError(f"visual_dims={v} must be in [0, dim - 3 = {d - 3}).")
+        self.text_dims = d - 2 - v
+        self.space = _Embedded(semantic_space(self.text_dims + 2, c.lam, seed), 0, self.text_dims, d, full=True)
+        self.visual = _Embedded(semantic_space(v + 2, c.lam_visual, seed + 7919), self.text_dims, v, d,
+                                full=False) if v else None
         gen = torch.Generator().manual_seed(seed + 1)
-        d = c.dim
         eye = torch.eye(d)
         self.u_text = eye[d - 2]
         self.u_image = c.modality_cos * eye[d - 2] + math.sqrt(1 - c.modality_cos**2) * eye[d - 1]
-        self.noise_table = self.semantic_noise(1 << 16, gen)
+        self.noise_table = self.semantic_noise(1 << 16, gen, block="text")
         self.nuisance_dirs, self.nuisance_var = self._nuisance(torch.Generator().manual_seed(seed + 5))
 
-    def semantic_noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        """(n, D) isotropic noise of norm ≈ 1 in the semantic axes (not the modality axes)."""
-        d = self.cfg.dim
-        return F.pad(torch.randn(n, d - 2, generator=gen) / math.sqrt(d - 2), (0, 2))
+    def semantic_noise(self, n: int, gen: torch.Generator, block: str = "all") -> torch.Tensor:
+        """(n, D) isotropic noise of norm ≈ 1 in the content axes (``block``: 'all', 'text' or
+        'visual'), zero in the modality axes."""
+        lo, hi = {"all": (0, self.cfg.dim - 2), "text": (0, self.text_dims),
+                  "visual": (self.text_dims, self.cfg.dim - 2)}[block]
+        out = torch.zeros(n, self.cfg.dim)
+        out[:, lo:hi] = torch.randn(n, hi - lo, generator=gen) / math.sqrt(max(1, hi - lo))
+        return out
 
     def _nuisance(self, gen: torch.Generator):
         """R shared nuisance directions (R, D) and their variances (R,), summing to 1."""
@@ -191,8 +230,9 @@ class Simulator:
             pool.update(d.name() for d in wn.synset(root).closure(lambda x: x.hyponyms()))
         pool = sorted(pool & self.space.index.keys())
         pick = [pool[i] for i in torch.randperm(len(pool), generator=gen)[: c.nuisance_rank].tolist()]
-        dirs = _unit(math.sqrt(0.5) * self.space.m[self.space.rows(pick)]
-                     + math.sqrt(0.5) * _unit(self.semantic_noise(len(pick), gen)))
+        hidden = _unit(self.semantic_noise(len(pick), gen, block="visual" if c.visual_dims else "all"))
+        dirs = _unit(math.sqrt(c.nuisance_text) * self.space.m[self.space.rows(pick)]
+                     + math.sqrt(1 - c.nuisance_text) * hidden)
         var = torch.arange(1, len(pick) + 1, dtype=torch.float32) ** -c.nuisance_decay
         return dirs, var / var.sum()
 
@@ -238,7 +278,8 @@ class Simulator:
         pose = torch.zeros(len(synsets), c.pose_rank, c.dim)
         for k, (s, key) in enumerate(zip(synsets, keys)):
             gen = torch.Generator().manual_seed(hash_int(f"{self.seed}:class:{key}") % (1 << 62))
-            base = _unit(math.sqrt(c.align) * self.space.vector(s) + math.sqrt(1 - c.align) * self.visual.vector(s))
+            hidden = self.visual.vector(s) if self.visual is not None else 0.0
+            base = _unit(math.sqrt(c.align) * self.space.vector(s) + math.sqrt(1 - c.align) * hidden)
             syn = wn.synset(s)
             # sorted: nltk keeps pointers in a set, whose order changes with Python's hash seed
             neigh = sorted({n.name() for n in syn.hyponyms() + syn.hypernyms()} & index.keys())
