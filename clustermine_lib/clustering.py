@@ -115,25 +115,30 @@ class TEMIConfig:
     @classmethod
     def demo(cls, n_clusters: int, **overrides) -> "TEMIConfig":
         """Preset for the 2-core CPU demo (N = 12,800, D = 256, 64 images per class, C = 200-1600),
-        trained to its loss plateau (``PLATEAU_TOL``): 1 head, 10 epochs of 50 steps, constant lr.
+        trained to its loss plateau (``PLATEAU_TOL``): 1 head, constant lr, 50 steps per epoch and
+        10 epochs up to C = 400, 15 up to C = 800, 20 above (the loss of a heavier over-clustering
+        settles later: clusters keep emptying).
 
         Measured on the simulated demo (docs/simulation.md, benchmarks/results/findings-sim-v2.md):
         - k = 3 neighbours, not 50: the paper's k = 50 is for ~1281 images per class and C = 4000
           (320 images per cluster); scaled by images per class (50 * 64 / 1281 = 2.5) k is ~3. With
           k = 50 a partner is often of another class and TEMI lost to k-means (NMI 0.71 vs 0.80 at
-          C = 800); with k = 5 or 3 it wins (0.84-0.87);
-        - lr 2e-3 per 256 samples, constant (min_lr = lr), so the plateau is not an artefact of lr
-          annealing to zero; 1e-2 (the old preset's) and 4e-3 end lower in NMI and need twice the
-          steps to plateau, 2e-2 / 3e-2 are worse still;
+          C = 800 on the first v2 features); with k = 5 or 3 it wins (0.84-0.87);
+        - lr 3e-3 per 256 samples, constant (min_lr = lr), so the plateau is not an artefact of lr
+          annealing to zero (a cosine schedule to 1e-5 "converges" in 500 steps, but doubling its
+          steps lowers the loss by a quarter); 1e-2 (the old preset's) and 2e-2 end lower in NMI;
         - 1 head (a step's cost is linear in the heads; 2 heads gave the same NMI) with a smaller MLP
-          (hidden 256, bottleneck 128: ~1.7x faster per step than 512 / 256 and no worse);
-        - teacher momentum 0.9 (constant): 0.996 has a ~250-step memory, half the run;
+          (hidden 256, bottleneck 128: ~1.7x faster per step than 512 / 256 and no worse; bottleneck 64
+          is not faster at C = 1600 and plateaus later); batch 256 (128 was cheaper per step but
+          worse: NMI 0.78 vs 0.82 at C = 800);
+        - teacher momentum 0.9 (constant): 0.996 has a ~250-step memory, a third of the run;
         - AdamW eps 1e-12: at the start the instance weight w ~ 1/C and the mean over heads make
           gradients ~1e-8..1e-9, at or below the default eps 1e-8, which would damp exactly the first
           (symmetry-breaking) steps; no warm-up, last layer never frozen.
         """
-        base = dict(n_clusters=n_clusters, n_heads=1, k=3, epochs=10, batch_size=256, lr=2e-3,
-                    min_lr=2e-3, warmup_epochs=0, momentum=0.9, momentum_end=0.9, adam_eps=1e-12,
+        epochs = 10 if n_clusters <= 400 else 15 if n_clusters <= 800 else 20
+        base = dict(n_clusters=n_clusters, n_heads=1, k=3, epochs=epochs, batch_size=256, lr=3e-3,
+                    min_lr=3e-3, warmup_epochs=0, momentum=0.9, momentum_end=0.9, adam_eps=1e-12,
                     freeze_last_layer_epochs=0, hidden=256, bottleneck=128)
         base.update(overrides)
         return cls(**base)

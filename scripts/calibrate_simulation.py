@@ -181,7 +181,7 @@ def temi_report(cs=(200, 400, 800, 1600)) -> None:
     c = 4 * len(b.class_names)
     if c in main:
         ref = main[c].labels
-        for name, cfg in (("doubled: 20 epochs", TEMIConfig.demo(c, epochs=20)),
+        for name, cfg in (("doubled epochs", TEMIConfig.demo(c, epochs=2 * TEMIConfig.demo(c).epochs)),
                           ("seed 1", TEMIConfig.demo(c, seed=1)),
                           ("k = 50 (paper's k)", TEMIConfig.demo(c, k=50)),
                           ("old preset (4 heads, 3 epochs, k=50, lr 1e-2 cosine, 512/256)",
