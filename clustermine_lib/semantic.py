@@ -138,6 +138,30 @@ class SemanticSpace:
         return torch.tensor([self.index[s] for s in synsets], dtype=torch.long)
 
 
+class Embedded:
+    """A ``SemanticSpace`` placed in ``width`` axes starting at ``offset`` of the D-dim feature space."""
+
+    def __init__(self, space: SemanticSpace, offset: int, width: int, dim: int, full: bool):
+        self._space, self._offset, self._width, self._dim = space, offset, width, dim
+        self.index, self.n_nouns = space.index, space.n_nouns
+        self.m = self._place(space.m) if full else None
+
+    def _place(self, v: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(*v.shape[:-1], self._dim)
+        out[..., self._offset:self._offset + self._width] = v[..., :self._width]
+        return out
+
+    @property
+    def wn(self):
+        return self._space.wn
+
+    def vector(self, synset: str) -> torch.Tensor:
+        return self.m[self.index[synset]] if self.m is not None else self._place(self._space.vector(synset))
+
+    def rows(self, synsets) -> torch.Tensor:
+        return torch.tensor([self.index[x] for x in synsets], dtype=torch.long)
+
+
 _SPACES: dict = {}
 
 

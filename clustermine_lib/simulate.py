@@ -49,19 +49,16 @@ What it cannot represent is listed in docs/simulation.md.
 """
 from __future__ import annotations
 
-import json
 import math
-import warnings
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
 
 from .benchmark import Benchmark, FeatureSet
-from .corpus import DEFAULT_PREPROCESS, Corpus, clean, load_corpus
+from .corpus import DEFAULT_PREPROCESS, clean, load_corpus
 from .prompts import DEFAULT_PROMPTS, get_prompts
-from .semantic import (SCENE_ID_SHARE, SemanticSpace, _wnid_subset, hash_int, imagenet_classnames,
+from .semantic import (SCENE_ID_SHARE, Embedded, SemanticSpace, _wnid_subset, hash_int, imagenet_classnames,
                        imagenet_synsets, ood_pools, semantic_space)
 
 __all__ = ["SIM_VERSION", "SimConfig", "Simulator", "make_benchmark", "imagenet_synsets",
@@ -165,30 +162,6 @@ class Geometry:
     pose: torch.Tensor
 
 
-class _Embedded:
-    """A ``SemanticSpace`` placed in ``width`` axes starting at ``offset`` of the D-dim feature space."""
-
-    def __init__(self, space: SemanticSpace, offset: int, width: int, dim: int, full: bool):
-        self._space, self._offset, self._width, self._dim = space, offset, width, dim
-        self.index, self.n_nouns = space.index, space.n_nouns
-        self.m = self._place(space.m) if full else None
-
-    def _place(self, v: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(*v.shape[:-1], self._dim)
-        out[..., self._offset:self._offset + self._width] = v[..., :self._width]
-        return out
-
-    @property
-    def wn(self):
-        return self._space.wn
-
-    def vector(self, synset: str) -> torch.Tensor:
-        return self.m[self.index[synset]] if self.m is not None else self._place(self._space.vector(synset))
-
-    def rows(self, synsets) -> torch.Tensor:
-        return torch.tensor([self.index[x] for x in synsets], dtype=torch.long)
-
-
 class Simulator:
     """Builds text and image features of the simulated CLIP (see module docstring).
 
@@ -204,8 +177,8 @@ class Simulator:
         if not 0 <= v < d - 3:
             raise ValueError(f"visual_dims={v} must be in [0, dim - 3 = {d - 3}).")
         self.text_dims = d - 2 - v
-        self.space = _Embedded(semantic_space(self.text_dims + 2, c.lam, seed), 0, self.text_dims, d, full=True)
-        self.visual = _Embedded(semantic_space(v + 2, c.lam_visual, seed + 7919), self.text_dims, v, d,
+        self.space = Embedded(semantic_space(self.text_dims + 2, c.lam, seed), 0, self.text_dims, d, full=True)
+        self.visual = Embedded(semantic_space(v + 2, c.lam_visual, seed + 7919), self.text_dims, v, d,
                                 full=False) if v else None
         gen = torch.Generator().manual_seed(seed + 1)
         eye = torch.eye(d)
@@ -419,14 +392,16 @@ def make_benchmark(size: str = "demo", seed: int = 0, corpus: str = "wordnet-na"
     cfg = config or SimConfig.profile(size)
     key = dict(size=size, seed=seed, corpus=corpus, preprocess=preprocess, prompts=prompts,
                version=SIM_VERSION, **asdict(cfg))
-    path = _cache_file(key) if cache else None
+    from . import simcache
+
+    path = simcache.cache_file(key) if cache else None
     if path is not None and path.exists():
-        bench = _load(path, key)
+        bench = simcache.load(path, key)
         if bench is not None:
             return bench
     bench = _build(cfg, size, seed, corpus, preprocess, prompts)
     if path is not None:
-        _save(bench, path, key)
+        simcache.save(bench, path, key)
     return bench
 
 
@@ -464,64 +439,3 @@ def _build(cfg: SimConfig, size, seed, corpus_name, preprocess, prompts) -> Benc
         name=f"simulated-{size}", simulated=True, train=ids["train"], test=ids["test"], ood=ood,
         shifted=ids["shifted"], class_names=class_names, class_text=class_text, class_synsets=id_syn,
         corpus=corpus, corpus_text=corpus_text, logit_scale=cfg.logit_scale, meta=meta)
-
-
-# ----------------------------------------------------------------------------- cache
-def _cache_file(key: dict) -> Path:
-    from .fileio import content_hash
-    from .wordnet import cache_dir
-
-    return cache_dir() / "simulated" / f"{key['size']}-{content_hash(key, size=8)}.safetensors"
-
-
-def _save(b: Benchmark, path: Path, key: dict) -> None:
-    from safetensors.torch import save_file
-
-    from .fileio import atomic_write
-
-    tensors = {"train.x": b.train.features, "train.y": b.train.labels, "test.x": b.test.features,
-               "test.y": b.test.labels, "class_text": b.class_text, "corpus_text": b.corpus_text}
-    for group, sets in (("ood", b.ood), ("shifted", b.shifted)):
-        for name, fs in sets.items():
-            tensors[f"{group}.{name}.x"] = fs.features
-            tensors[f"{group}.{name}.y"] = fs.labels
-    header = dict(name=b.name, class_names=b.class_names, class_synsets=b.class_synsets,
-                  corpus=dict(name=b.corpus.name, names=b.corpus.names, synsets=b.corpus.synsets,
-                              pos=b.corpus.pos),
-                  logit_scale=b.logit_scale, meta=b.meta, ood=list(b.ood), shifted=list(b.shifted), key=key)
-    tensors = {k: v.contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"benchmark": json.dumps(header)}))
-
-
-def rebuild_command(key: dict) -> str:
-    return (f"python -m clustermine_lib.cli data --size {key['size']} --seed {key['seed']}  "
-            f"(or delete the file; make_benchmark rebuilds it)")
-
-
-def _load(path: Path, key: dict) -> Benchmark | None:
-    """The cached benchmark, or None (with a warning) when the file is unreadable or not this key's."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            h = json.loads(f.metadata()["benchmark"])
-            if h.get("key") != json.loads(json.dumps(key)):
-                raise ValueError("it was built from other inputs")
-            t = {k: f.get_tensor(k) for k in f.keys()}
-        c = h["corpus"]
-        corpus = Corpus(c["name"], tuple(c["names"]), tuple(c["synsets"]), tuple(c["pos"]))
-        bench = Benchmark(
-            name=h["name"], simulated=True, train=FeatureSet("train", t["train.x"], t["train.y"]),
-            test=FeatureSet("ImageNet", t["test.x"], t["test.y"]),
-            ood={n: FeatureSet(n, t[f"ood.{n}.x"], t[f"ood.{n}.y"]) for n in h["ood"]},
-            shifted={n: FeatureSet(n, t[f"shifted.{n}.x"], t[f"shifted.{n}.y"]) for n in h["shifted"]},
-            class_names=h["class_names"], class_text=t["class_text"], class_synsets=h["class_synsets"],
-            corpus=corpus, corpus_text=t["corpus_text"], logit_scale=h["logit_scale"], meta=h["meta"])
-        n_train = len(h["class_names"]) * key["train_per_class"]
-        if bench.train.features.shape != (n_train, key["dim"]) or len(bench.corpus_text) != len(corpus):
-            raise ValueError("its tensors have the wrong shapes")
-    except Exception as e:  # safetensors raises its own error type for a truncated header or buffer
-        warnings.warn(f"Cached simulated benchmark {path} is unusable ({type(e).__name__}: {e}); rebuilding "
-                      f"it. To rebuild by hand: {rebuild_command(key)}.", RuntimeWarning, stacklevel=3)
-        return None
-    return bench

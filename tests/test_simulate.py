@@ -61,7 +61,7 @@ def test_cli_data_builds_the_cache_that_make_benchmark_then_loads(tmp_path, monk
     """`make data` (cli data): the simulated benchmark lands in the project cache; later loads read it."""
     import shutil
 
-    from clustermine_lib import cli, simulate, wordnet
+    from clustermine_lib import cli, simcache, simulate, wordnet
 
     home = wordnet.cache_dir()
     monkeypatch.setenv("CLUSTERMINE_CACHE", str(tmp_path))
@@ -88,7 +88,7 @@ def test_cli_data_builds_the_cache_that_make_benchmark_then_loads(tmp_path, monk
     # a file of another configuration under this name (a stale or copied cache) is not trusted either
     built[0].write_bytes(data)
     with pytest.warns(RuntimeWarning, match="built from other inputs"):
-        assert simulate._load(built[0], {"size": "tiny", "seed": 1}) is None
+        assert simcache.load(built[0], {"size": "tiny", "seed": 1}) is None
 
 
 def test_deterministic_across_hash_seeds():
@@ -151,10 +151,10 @@ def test_verified_cache_key_roundtrip(tmp_path):
     """The cache key written into the file is what _load compares against (JSON round trip)."""
     from dataclasses import asdict
 
-    from clustermine_lib import simulate
+    from clustermine_lib import simcache, simulate
 
     key = dict(size="tiny", seed=0, version=simulate.SIM_VERSION, **asdict(SimConfig.profile("tiny")))
-    assert simulate._cache_file(key) == simulate._cache_file(dict(key))
+    assert simcache.cache_file(key) == simcache.cache_file(dict(key))
     assert SimConfig.from_dict(asdict(SimConfig.profile("tiny"))) == SimConfig.profile("tiny")
     with pytest.raises(ValueError, match="Not SimConfig fields"):
         SimConfig.from_dict({"noise_level": 1})
