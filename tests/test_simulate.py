@@ -158,3 +158,17 @@ def test_verified_cache_key_roundtrip(tmp_path):
     assert SimConfig.from_dict(asdict(SimConfig.profile("tiny"))) == SimConfig.profile("tiny")
     with pytest.raises(ValueError, match="Not SimConfig fields"):
         SimConfig.from_dict({"noise_level": 1})
+
+
+def test_profiles_resolve_and_unknown_lists_them():
+    from clustermine_lib.simulate import MODEL_CLUTTER
+
+    demo = SimConfig.profile("demo")
+    assert SimConfig.profile("clip-h14-dfn5b") == demo
+    weak = SimConfig.profile("clip-b16-openai")
+    assert weak.noise == pytest.approx(demo.noise * MODEL_CLUTTER["clip-b16-openai"]) and weak.lam == demo.lam
+    # weaker model = more clutter, in the order of the real models' zero-shot
+    order = ["clip-b16-openai", "clip-l14-openai", "clip-h14-laion2b", "clip-l14-datacomp"]
+    assert [MODEL_CLUTTER[m] for m in order] == sorted(MODEL_CLUTTER.values(), reverse=True)
+    with pytest.raises(ValueError, match=r"Unknown simulated profile 'x'.*clip-b16-openai"):
+        SimConfig.profile("x")
