@@ -22,61 +22,48 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .dense import LSE_FLOOR
+from .knn import knn_indices
+from .validation import check_matrix
 
-__all__ = ["knn_indices", "TEMIConfig", "TEMIResult", "fit_temi", "temi_head_losses"]
+__all__ = ["knn_indices", "TEMIConfig", "TEMIResult", "fit_temi", "temi_head_losses", "plateau_ratio",
+           "PLATEAU_TAIL", "PLATEAU_TOL"]
 
-
-def _check_features(features, name: str = "features") -> torch.Tensor:
-    """Validate an (N, D) feature matrix and return it as float32 (float64 kept)."""
-    x = torch.as_tensor(features)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (N, D) tensor with one row per image, "
-                         f"got shape {tuple(x.shape)}; reshape/stack the embeddings.")
-    if x.shape[0] < 2 or x.shape[1] < 1:
-        raise ValueError(f"{name} needs at least 2 rows and 1 column, got shape {tuple(x.shape)}.")
-    if x.dtype != torch.float64:
-        x = x.float()  # half/bf16 matmuls are slow or unsupported on CPU; ints are not features
-    bad = (~torch.isfinite(x)).any(dim=1)
-    if bad.any():
-        raise ValueError(f"{name} contain NaN or Inf in {int(bad.sum())} of {len(x)} rows "
-                         f"(first: row {int(bad.nonzero()[0])}); drop or fix those rows first.")
-    return x
+# Convergence criterion, checked on every run: the last PLATEAU_TAIL of the steps lower the loss by
+# less than PLATEAU_TOL of its total decrease (issue 13).
+PLATEAU_TAIL = 0.10
+PLATEAU_TOL = 0.02
 
 
-@torch.no_grad()
-def knn_indices(features, k: int = 50, chunk_size: int = 4096, device=None,
-                progress: bool = False) -> torch.Tensor:
-    """Exact top-k cosine neighbours of every row, self excluded.
+def plateau_ratio(curve, tail: float = PLATEAU_TAIL) -> float:
+    """How much the last ``tail`` of a loss curve still lowers the loss, as a share of the total
+    decrease: -slope * tail * T / (L(start) - L(end)), T the number of steps.
 
-    features: (N, D), L2-normalised here. Returns (N, k) long indices on ``features.device``,
-    most similar first. Only one (chunk_size, N) similarity block lives in memory, reused for every
-    chunk (4096 x 1.28M float32 = 21 GB at ImageNet scale: lower ``chunk_size`` on a smaller GPU).
-
-    Self is removed by *index* (the block's diagonal is set to -inf before topk), not by value:
-    exact duplicates have the same similarity as self, so a value-based rule could drop a genuine
-    duplicate neighbour or keep self; and the diagonal must be offset by the chunk start, which the
-    official chunked code gets wrong (it blanks entry (i, i) of every chunk, i.e. keeps self
-    for N > 80K).
+    The slope is a least-squares line through the last 2 * tail of the steps and L(end) that line's
+    value at the last step: single mini-batch losses are noisy (end-point differences of the demo's
+    old 150-step preset read as "converged" while its trend still fell), and on a convex,
+    decreasing curve the slope over the last 2 * tail is at least the slope over the last tail, so
+    the check errs towards "not converged". L(start) is the mean of the first 1 % of the steps.
+    Converged (TEMI's criterion): ratio < ``PLATEAU_TOL``; a curve whose trend ends rising has a
+    negative ratio (converged). A curve that never went down, or has fewer than 10 steps, returns
+    +inf (not converged).
     """
-    x = _check_features(features)
-    n = x.shape[0]
-    if not isinstance(k, int) or not 1 <= k <= n - 1:
-        raise ValueError(f"k={k} is out of range: need 1 <= k <= N-1 = {n - 1} because self is "
-                         f"excluded; lower k (or add images).")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size} must be >= 1.")
-    out_device = x.device
-    device = torch.device(device) if device is not None else x.device
-    x = F.normalize(x.to(device), dim=1)
-    out = torch.empty(n, k, dtype=torch.long, device=device)
-    block = torch.empty(min(chunk_size, n), n, device=device, dtype=x.dtype)
-    for start in tqdm(range(0, n, chunk_size), disable=not progress, desc="kNN", leave=False):
-        stop = min(start + chunk_size, n)
-        sims = torch.mm(x[start:stop], x.T, out=block[: stop - start])  # (b, N)
-        rows = torch.arange(stop - start, device=device)
-        sims[rows, rows + start] = -math.inf
-        out[start:stop] = sims.topk(k, dim=1).indices
-    return out.to(out_device)
+    c = torch.as_tensor(curve, dtype=torch.float64).flatten()
+    n = len(c)
+    if n < 10:
+        return math.inf
+    w = max(5, round(2 * tail * n))
+    seg = c[n - w:]
+    t = torch.arange(w, dtype=torch.float64)
+    slope = float(((t - t.mean()) * (seg - seg.mean())).sum() / ((t - t.mean()) ** 2).sum())
+    end = float(seg.mean()) + slope * (w - 1 - float(t.mean()))
+    total = float(c[:max(1, round(0.01 * n))].mean()) - end
+    return -slope * tail * n / total if total > 0 else math.inf
+
+
+def _features(features) -> torch.Tensor:
+    """Validated (N >= 2, D) features as float32 (float64 kept)."""
+    x = check_matrix(features, "features", min_rows=2)
+    return x if x.dtype == torch.float64 else x.float()
 
 
 @dataclass
@@ -127,28 +114,35 @@ class TEMIConfig:
 
     @classmethod
     def demo(cls, n_clusters: int, **overrides) -> "TEMIConfig":
-        """Small preset for the 2-core CPU demo (N ~ 8000-13000, D ~ 256, C ~ 200-800): 4 heads, 3 epochs.
+        """Preset for the 2-core CPU demo (N = 12,800, D = 256, 64 images per class, C = 200-1600),
+        trained to its loss plateau (``PLATEAU_TOL``): 1 head, constant lr, 50 steps per epoch and
+        20 epochs up to C = 400, 25 up to C = 800, 30 above (the loss of a heavier over-clustering
+        settles later: clusters keep emptying). Cost on the shared 2-core machine, 1 thread: ~12 s
+        at C = 200 / 400, ~23 s at C = 800, ~47 s at C = 1600. The last 10 % of the steps then lower
+        the loss by 0.4-2.5 % of its total decrease (seeds 0 / 1; the curve has small jumps when
+        clusters empty); 10 / 15 / 20 epochs (half the cost) gave 1.6-4.1 %.
 
-        A CPU budget of well under a minute allows ~100 optimiser steps instead of the paper's
-        thousands, so everything that only matters over a long run is traded for speed:
-        - teacher momentum 0.9 (constant): 0.996 has a ~250-step memory, longer than the whole
-          run, so the teacher would still be mostly its random initialisation;
-        - lr 1e-2 per 256 samples, no warm-up, cosine to 1e-4, last layer never frozen;
+        Measured on the simulated demo (docs/simulation.md, benchmarks/results/findings-sim-v2.md):
+        - k = 3 neighbours, not 50: the paper's k = 50 is for ~1281 images per class and C = 4000
+          (320 images per cluster); scaled by images per class (50 * 64 / 1281 = 2.5) k is ~3. With
+          k = 50 a partner is often of another class and TEMI lost to k-means (NMI 0.71 vs 0.80 at
+          C = 800 on the first v2 features); with k = 5 or 3 it wins (0.84-0.87);
+        - lr 3e-3 per 256 samples, constant (min_lr = lr), so the plateau is not an artefact of lr
+          annealing to zero (a cosine schedule to 1e-5 "converges" in 500 steps, but doubling its
+          steps lowers the loss by a quarter); 1e-2 (the old preset's) and 2e-2 end lower in NMI;
+        - 1 head (a step's cost is linear in the heads; 2 heads gave the same NMI) with a smaller MLP
+          (hidden 256, bottleneck 128: ~1.7x faster per step than 512 / 256 and no worse; bottleneck 64
+          is not faster at C = 1600 and plateaus later); batch 256 (128 was cheaper per step but
+          worse: NMI 0.78 vs 0.82 at C = 800);
+        - teacher momentum 0.9 (constant): 0.996 has a ~250-step memory, a third of the run;
         - AdamW eps 1e-12: at the start the instance weight w ~ 1/C and the mean over heads make
-          gradients ~1e-8..1e-9, i.e. at or below the default eps 1e-8, which would damp exactly
-          the first (symmetry-breaking) steps (NMI 0.82 -> 0.89 on the harder blobs below).
-        Synthetic check (8000 Gaussian blobs, D=256, 100 classes, C=400, one CPU thread, ~27 s):
-        NMI 0.97 / purity 1.00 when kNN labels are clean, NMI 0.89 / purity 0.91 when noisier
-        (measured with 10 heads).
-        4 heads, not 10: a step's cost is linear in the heads, and on the simulated benchmark (C=800)
-        ClusterMine's mean AUROC over the 6 OOD sets did not drop with fewer heads (2 cores):
-        10 heads 91.30 / 89.98 (seeds 0 / 1, 28 s); 5 heads 90.59 / 90.86 / 87.99 / 88.39 / 89.84
-        (seeds 0-4, mean 89.5, 15 s); 4 heads 89.96 / 90.02 / 90.52 / 89.57 / 89.79 (mean 90.0,
-        12 s); 3 heads 89.37 / 91.01 / 89.72 (10 s); 5 heads and 2 epochs 88.02 / 89.88 / 87.09.
+          gradients ~1e-8..1e-9, at or below the default eps 1e-8, which would damp exactly the first
+          (symmetry-breaking) steps; no warm-up, last layer never frozen.
         """
-        base = dict(n_clusters=n_clusters, n_heads=4, epochs=3, batch_size=256, lr=1e-2,
-                    min_lr=1e-4, warmup_epochs=0, momentum=0.9, momentum_end=0.9, adam_eps=1e-12,
-                    freeze_last_layer_epochs=0)
+        epochs = 20 if n_clusters <= 400 else 25 if n_clusters <= 800 else 30
+        base = dict(n_clusters=n_clusters, n_heads=1, k=3, epochs=epochs, batch_size=256, lr=3e-3,
+                    min_lr=3e-3, warmup_epochs=0, momentum=0.9, momentum_end=0.9, adam_eps=1e-12,
+                    freeze_last_layer_epochs=0, hidden=256, bottleneck=128)
         base.update(overrides)
         return cls(**base)
 
@@ -162,6 +156,8 @@ class TEMIResult:
     epoch_losses: (epochs,) mean over heads per epoch. confidence: (N,) max probability.
     probs: (N, C) best-head teacher probabilities, only if ``return_probs`` (N*C floats!).
     head: best teacher head's parameters (CPU), used by ``predict``.
+    loss_curve: (steps,) the training loss of every step, mean over heads. plateau: its
+    ``plateau_ratio``; converged: plateau < ``PLATEAU_TOL`` (otherwise ``fit_temi`` warned).
     """
     labels: torch.Tensor
     best_head: int
@@ -173,11 +169,14 @@ class TEMIResult:
     config: TEMIConfig
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
+    loss_curve: torch.Tensor | None = None
+    plateau: float = math.nan
+    converged: bool = False
 
     @torch.no_grad()
     def _iter_probs(self, features, batch_size: int, device):
         """Yield (b, C) best-head teacher probabilities chunk by chunk, on ``device``."""
-        x = _check_features(features)
+        x = _features(features)
         if x.shape[1] != self.head["w1"].shape[1]:
             raise ValueError(f"features have D={x.shape[1]} columns but the model was trained "
                              f"on D={self.head['w1'].shape[1]}.")
@@ -186,10 +185,6 @@ class TEMIResult:
         for start in range(0, len(x), batch_size):
             xb = self._prep(x[start:start + batch_size].to(device).float())
             yield F.softmax(_forward(head, xb, self.config.teacher_temp)[0], dim=-1)
-
-    def predict_proba(self, features, batch_size: int = 8192, device=None) -> torch.Tensor:
-        """(M, D) new features -> (M, C) teacher best-head probabilities (on the CPU)."""
-        return torch.cat([p.cpu() for p in self._iter_probs(features, batch_size, device)])
 
     def predict(self, features, batch_size: int = 8192, device=None) -> torch.Tensor:
         """(M, D) new features -> (M,) long cluster ids from the trained teacher's best head."""
@@ -303,7 +298,7 @@ class _LogPMI(torch.autograd.Function):
 def _exp_rows_(x: torch.Tensor):
     """Overwrite x (..., C) with exp(x - rowmax), floored; return it, its row sums and logsumexp.
 
-    Terms more than 80 below the row's max are floored at exp(-80) (``scoring.LSE_FLOOR``): they
+    Terms more than 80 below the row's max are floored at exp(-80) (``dense.LSE_FLOOR``): they
     change a sum by < 1e-30 relative, and it keeps ``exp`` off its slow path: on CPU, exp of an
     argument below about -87 (a denormal or zero result, or -inf) is 20-40x slower than of a
     normal one, and TEMI's sharp teachers put most of a row there.
@@ -312,27 +307,6 @@ def _exp_rows_(x: torch.Tensor):
     e = x.sub_(m).clamp_min_(LSE_FLOOR).exp_()
     total = e.sum(dim=-1, keepdim=True)
     return e, total, total.log().add_(m).squeeze(-1)
-
-
-class _LogSumExp(torch.autograd.Function):
-    """logsumexp over the last dim, (..., C) -> (...), floored as in ``_exp_rows_``; its gradient
-    is the softmax kept from the forward pass."""
-
-    @staticmethod
-    def forward(ctx, x):
-        e, total, lse = _exp_rows_(x.clone())
-        ctx.save_for_backward(e, total)
-        return lse
-
-    @staticmethod
-    def backward(ctx, grad):
-        e, total = ctx.saved_tensors
-        return e * (grad.unsqueeze(-1) / total)
-
-
-def _logsumexp(x: torch.Tensor) -> torch.Tensor:
-    """logsumexp over the last dim, differentiable; see ``_LogSumExp``."""
-    return _LogSumExp.apply(x)
 
 
 def _cosine(it: int, total: int, warmup: int, start: float, end: float) -> float:
@@ -381,7 +355,7 @@ def fit_temi(features, config: TEMIConfig | None = None, knn=None, device=None,
     given ``config.seed``: initialisation, shuffling and neighbour draws use one seeded generator.
     """
     cfg = config if config is not None else TEMIConfig()
-    x = _check_features(features).float()
+    x = _features(features).float()
     knn = _validate(x, cfg, knn)
     n, dim = x.shape
     h, c = cfg.n_heads, cfg.n_clusters
@@ -416,6 +390,7 @@ def fit_temi(features, config: TEMIConfig | None = None, knn=None, device=None,
     total = cfg.epochs * steps
     scale = bs / 256.0
     epoch_losses, head_losses = [], None
+    curve = torch.empty(total, device=device)
     for epoch in tqdm(range(cfg.epochs), disable=not progress, desc="TEMI"):
         perm = torch.randperm(n, generator=gen).to(device)
         pick = torch.randint(cfg.k, (n,), generator=gen).to(device)
@@ -443,6 +418,7 @@ def fit_temi(features, config: TEMIConfig | None = None, knn=None, device=None,
                 for name, p in student.items():
                     teacher[name].lerp_(p, 1 - m)
             loss_sum += losses.detach()
+            curve[it] = losses.detach().mean()
         head_losses = (loss_sum / steps).cpu()
         epoch_losses.append(head_losses.mean())
         if not torch.isfinite(head_losses).all():
@@ -454,7 +430,8 @@ def fit_temi(features, config: TEMIConfig | None = None, knn=None, device=None,
     result = TEMIResult(labels=torch.empty(0, dtype=torch.long), best_head=best,
                         head_losses=head_losses, epoch_losses=torch.stack(epoch_losses),
                         confidence=torch.empty(0), probs=None, head=head, config=replace(cfg),
-                        mean=mean, std=std)
+                        mean=mean, std=std, loss_curve=curve.cpu(), plateau=plateau_ratio(curve.cpu()))
+    result.converged = bool(result.plateau < PLATEAU_TOL)
     conf, labels, keep = [], [], []
     for p in result._iter_probs(features, 8192, device):  # re-applies standardize
         top = p.max(dim=1)
@@ -470,4 +447,10 @@ def fit_temi(features, config: TEMIConfig | None = None, knn=None, device=None,
                       f"{float(result.confidence.mean()):.4f} (uniform = {1 / c:.4f}). Train longer "
                       f"(epochs), raise lr, or keep standardize=True for features with a common "
                       f"offset.", RuntimeWarning, stacklevel=2)
+    elif not result.converged:
+        how = (f"lowered the loss by {100 * result.plateau:.1f}% of its total decrease" if math.isfinite(result.plateau)
+               else "cannot be judged (under 10 steps, or the loss never fell)")
+        warnings.warn(f"TEMI stopped before its loss plateaued: the trend of the last {PLATEAU_TAIL:.0%} of the "
+                      f"{total} steps {how} (criterion: < {PLATEAU_TOL:.0%}). Raise epochs (now {cfg.epochs}) "
+                      f"or lr (now {cfg.lr:g}; min_lr {cfg.min_lr:g}).", RuntimeWarning, stacklevel=2)
     return result

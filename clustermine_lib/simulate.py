@@ -3,81 +3,94 @@
 No CLIP weights or ImageNet images can be had on the machines this project is tested on, so the
 embedded default replaces them by a generative model whose *semantics* are real (WordNet 3.0's
 hypernym graph, the real ImageNet-1K synsets and class names, real ImageNet-21K / plant / texture
-concepts) and whose *geometry* mimics CLIP's. Numbers it produces say how methods behave on this
-model; they are not expected to match the paper's (real CLIP ViT-H on ImageNet).
+concepts) and whose *geometry* is calibrated to published statistics of real CLIP features that
+involve no OOD method (``scripts/calibrate_simulation.py``, ``docs/simulation.md``). Numbers it
+produces say how methods behave on this model; they are not expected to match the paper's.
 
-Generative model (every random draw is seeded; ``SimConfig`` holds every constant):
+Generative model, version 6 (every random draw is seeded; ``SimConfig`` holds every constant):
 
-1. Semantic vectors. Each WordNet synset s gets v(s) = λ · mean_{p ∈ parents(s)} v(p) + g_s with
-   g_s ~ N(0, I_D) (parents = hypernyms and instance hypernyms; a head adjective's parents are its
-   attribute nouns, a satellite adjective's parent is its head). m(s) = v(s)/|v(s)|. For deep synsets
-   cos(m(s), m(sibling)) ≈ λ², cousins ≈ λ⁴ …: concepts close in WordNet are close in the space.
-2. Text features. A concept name n of synset s is encoded as
-   t(n) = normalize(√ρ_t · u_T + √(1-ρ_t) · normalize(m(s) + ν z_n + α u_P + β/√J z_{n,P}))
-   where u_T is the text modality direction, z_n a name-specific perturbation (synonyms and
-   homographs differ), and the prompt set P (J templates) adds a shared direction u_P and noise that
-   shrinks with the number of templates averaged (our stand-in for prompt ensembling, Fig. 8).
-3. Image features. An image of concept s in visual mode j is
-   x = normalize(√ρ_i · u_I + √(1-ρ_i) · normalize(√(1-η) · c_{s,j} + √η · ξ)),
-   c_{s,j} = normalize(w(s) + κ · ζ_{s,j}), w(s) = normalize(√a · m(s) + √(1-a) · r_s), ξ ~ N(0, I/D)
-   (plus, per image, the semantic vector of a random co-occurring noun at a weight ~ U(0, γ))
-   per image; u_I ⟂ u_T is the modality gap (both orthogonal to all semantic content, as CLIP's
-   gap is), r_s = m'(s) of a second, independent random walk over the same WordNet graph: the
-   appearance that no text describes, which still follows the taxonomy (a < 1: image-text alignment
-   is partial; sibling classes look alike), ζ_{s,j} (half random, half the semantic vector of a WordNet neighbour of s)
-   the few visual modes of a class. Images of a class therefore cluster around its concept, but their
-   zero-shot top-1 over ~79K concepts scatters over related concepts, as with real CLIP.
-4. Sets. ID = a seeded subset of the real ImageNet-1K synsets (Y_GT = open_clip's class names).
+1. Semantics (``semantic.SemanticSpace``): a random walk down WordNet gives each synset s a unit
+   vector m(s) (parent weight λ), so concepts close in WordNet are close in the space.
+2. Text features. A concept name n of synset s under a prompt set P of J templates is
+   t(n) = normalize(√ρ_t · u_T + √(1-ρ_t) · normalize(m(s) + ν z_n + α u_P + β/√J z_{n,P})),
+   u_T the text modality direction, z_n a name-specific perturbation (synonyms and homographs
+   differ), u_P a prompt-set direction and noise that shrinks with the templates averaged (Fig. 8).
+3. Class geometry (seeded per synset, so a class looks the same in every subset of classes):
+   the visual direction w(s) = normalize(√a · m(s) + √(1-a) · r(s)), r(s) from a second walk over the
+   same graph with a larger parent weight λ_v > λ: what no text describes, and through which sibling
+   classes look more alike than their names do (dog breeds); 1..M visual modes
+   c_{s,j} = normalize(w(s) + κ ζ_{s,j}) (ζ half random, half a WordNet neighbour's vector) with
+   Dirichlet(1) weights (a polymorphic class has several); and P_s, r_p class-specific unit directions
+   of pose / shape variation (anisotropic, and a different covariance per class).
+4. Image features. An image of class s is
+   x = normalize(√ρ_i · u_I + √(1-ρ_i) · normalize(h)),
+   h = √σ_s · c_{s,j} + τ · (√π · P_s u/√r_p + √b · N (√v ⊙ z) + √e · ξ) + ω · m(o),
+   u ~ N(0, I_{r_p}), z ~ N(0, I_R), ξ ~ N(0, I/D): class signal (σ_s = 1 on clean images), pose
+   (variance π), *shared nuisance* (variance b) along R directions N common to all classes and OOD
+   concepts (backgrounds, lighting, viewpoint, photo style: each half the vector of a background /
+   scene concept of WordNet, half a direction no word describes) with variances v_r ∝ r^-δ, and
+   isotropic noise (variance e). τ = √((d-2)/χ²_d) (E τ² = 1) makes the non-class part heavy-tailed
+   (Student-t with d degrees of freedom; d = 0: τ = 1): most images show their class clearly, a few
+   are dominated by clutter. ω ~ U(0, γ) mixes in a random co-occurring noun o. u_I, u_T span the
+   two last axes, orthogonal to all content, at cosine μ to each other (CLIP's modality gap).
+5. Covariate shifts move images along the nuisance: a set with severity s ∈ [0, 1) keeps the classes,
+   scales the class signal by (1 - s) and the nuisance by (1 + 2 s) and adds its style with weight s
+   (ImageNetV2: none; ImageNet-Sketch: sketch; ImageNet-R: cartoon, painting, sculpture, origami,
+   tattoo, toy; ImageNet-A: the direction from the class to a WordNet sibling (m(sib) - m(s)), i.e.
+   towards a confuser; ImageNet-C: one of 15 corruption directions at
+   a random strength). s per set is fitted to CLIP's published zero-shot drop on that set, so every
+   shifted set is harder than the clean test set.
+6. Sets. ID = a seeded subset of the real ImageNet-1K synsets (Y_GT = open_clip's class names).
    Semantic OOD sets at controlled WordNet distance (concepts never ID classes, nor their ancestors
-   or descendants), named after the paper's sets they stand for:
-   IN-OOD (ImageNet-21K siblings of ID classes), NINCO (ImageNet-21K cousins), IN-O (ImageNet-21K
-   concepts sharing a great-grandparent), OpenImage-O (random ImageNet-21K objects), iNat (plants),
-   Textures43 (DTD texture words); extras for Table 7: SSB (21K siblings), NINCOv2 (other cousins),
-   Texture (47 DTD words), Places/SUN (scenes, half/quarter of images mixed with an ID concept).
-   Covariate-shifted ID sets keep the classes and add a style: ImageNet-Sketch (sketch), ImageNet-R
-   (200 classes; cartoon, painting, sculpture, origami, tattoo, toy), ImageNet-A (200 classes; drift
-   towards a sibling class and more noise), ImageNetV2 (slightly more noise), ImageNet-C (15 random
-   corruption directions, more noise).
+   or descendants), named after the paper's sets they stand for (``semantic.ood_pools``); their
+   images come from the same model (same nuisance), with their own class geometry.
 
-Calibration (done once, then frozen; ``scripts/calibrate_simulation.py`` keeps the record): the
-per-image noise η was set so that images of one class cluster as CLIP's do (same-class cosine of
-centred features ≈ 0.3, other classes ≈ 0), then λ so that MCM with the true class names reaches a
-mean AUROC of 92.2 over the six OOD sets on the demo profile (92.4 since class names are
-encoded case-insensitively; real CLIP ViT-H: 92.46). No other
-method was looked at.
+What it cannot represent is listed in docs/simulation.md.
 """
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .benchmark import Benchmark, FeatureSet
-from .corpus import DEFAULT_PREPROCESS, Corpus, clean, load_corpus
+from .corpus import DEFAULT_PREPROCESS, clean, load_corpus
 from .prompts import DEFAULT_PROMPTS, get_prompts
+from .semantic import (SCENE_ID_SHARE, Embedded, SemanticSpace, _wnid_subset, hash_int, imagenet_classnames,
+                       imagenet_synsets, ood_pools, semantic_space)
 
-SIM_VERSION = 5
-DTD_TEXTURES = (
-    "banded blotchy braided bubbly bumpy chequered cobwebbed cracked crosshatched crystalline dotted "
-    "fibrous flecked freckled frilly gauzy grid grooved honeycombed interlaced knitted lacelike lined "
-    "marbled matted meshed paisley perforated pitted pleated polka-dotted porous potholed scaly smeared "
-    "spiralled sprinkled stained stratified striped studded swirly veined waffled woven wrinkled zigzagged"
-).split()
+__all__ = ["SIM_VERSION", "SimConfig", "Simulator", "make_benchmark", "imagenet_synsets",
+           "imagenet_classnames", "SemanticSpace", "id_sets"]
+
+SIM_VERSION = 6
 STYLES = {
     "ImageNet-Sketch": ["sketch.n.01"],
     "ImageNet-R": ["cartoon.n.01", "painting.n.01", "sculpture.n.01", "origami.n.01", "tattoo.n.02", "toy.n.02"],
 }
+SHIFTED = ("ImageNet-Sketch", "ImageNet-R", "ImageNet-A", "ImageNetV2", "ImageNet-C")
+SUBSET_200 = ("ImageNet-R", "ImageNet-A")  # published on 200 of the 1000 classes
+# backgrounds, places, materials, light: half of each shared nuisance direction is one of these
+NUISANCE_ROOTS = ("room.n.01", "building.n.01", "geological_formation.n.01", "tract.n.01",
+                  "body_of_water.n.01", "vegetation.n.01", "material.n.01", "light.n.02",
+                  "weather.n.01", "furniture.n.01")
+
+
+# Fig. 3 stand-ins: clutter (pose, nuisance, noise variances) x factor, each factor fitted by bisection
+# to that model's 1000-way ImageNet zero-shot top-1 (scripts/calibrate_simulation.py profiles):
+# B/16 openai 0.683, L/14 openai 0.755, H/14 laion2b 0.780, L/14 DataComp 0.792; the demo is dfn5b (0.834).
+MODEL_CLUTTER = {"clip-b16-openai": 1.993, "clip-l14-openai": 1.501, "clip-h14-laion2b": 1.337,
+                 "clip-l14-datacomp": 1.255}
 
 
 @dataclass(frozen=True)
 class SimConfig:
-    """All constants of the generative model (module docstring). Frozen after calibration."""
+    """All constants of the generative model (module docstring). Frozen after calibration.
+
+    Variances (pose, nuisance, noise) are relative to the class signal's (1): the image is normalised,
+    so only ratios matter.
+    """
 
     n_classes: int = 200
     train_per_class: int = 64
@@ -85,142 +98,130 @@ class SimConfig:
     ood_size: int = 1000
     shifted_size: int = 1000
     dim: int = 256
-    lam: float = 0.94  # λ: parent weight in the semantic random walk (calibrated)
-    rho_text: float = 0.35  # text modality share
-    rho_image: float = 0.5  # image modality share
+    lam: float = 0.893  # λ: parent weight of the semantic walk
+    lam_visual: float = 0.962  # λ_v: parent weight of the walk of what text does not describe
+    align: float = 0.625  # a: share of a class's visual direction that its text describes
+    rho_text: float = 0.375  # text modality share
+    rho_image: float = 0.424  # image modality share
+    visual_dims: int = 64  # V: axes no text reaches (r(s), part of the nuisance)
+    modality_cos: float = 0.164  # cos(u_I, u_T): images and texts are not opposite cones in CLIP
     name_noise: float = 0.3  # ν
     prompt_shift: float = 0.1  # α
     prompt_noise: float = 0.6  # β
-    modes: int = 3
-    mode_spread: float = 0.6  # κ
-    noise: float = 0.5  # η: per-image noise share (same-class image cosine ≈ CLIP's, see calibration)
-    align: float = 0.5  # a: share of a class's visual direction that its text describes
+    modes: int = 4  # M: at most this many visual modes per class (1..M, seeded)
+    mode_spread: float = 0.5  # κ
+    pose: float = 0.202  # π: class-specific anisotropic variance
+    pose_rank: int = 6  # r_p
+    nuisance: float = 1.032  # b: shared nuisance variance
+    nuisance_rank: int = 24  # R
+    nuisance_decay: float = 1.0  # δ
+    nuisance_text: float = 0.325  # share of each nuisance direction that is a background concept's m(s)
+    noise: float = 3.457  # e: isotropic variance
+    tail: int = 3  # d: Student-t degrees of freedom of the per-image clutter scale (0: Gaussian)
     context: float = 0.5  # γ: max weight of a co-occurring concept in an image
     logit_scale: float = 100.0
-    style: float = 0.35  # share of a covariate style in the image
+    shift_v2: float = 0.124  # severities of the covariate shifts (fitted to CLIP's zero-shot drops)
+    shift_sketch: float = 0.134
+    shift_r: float = 0.134
+    shift_a: float = 0.099
+    shift_c: float = 0.134
 
     @classmethod
-    def profile(cls, size: str) -> "SimConfig":
-        if size == "demo":
+    def profile(cls, name: str) -> "SimConfig":
+        """Named configurations: 'demo' (the notebooks'; stands for ViT-H-14 dfn5b, the paper's model),
+        'tiny' (tests), 'imagenet-1k' (all 1000 classes, test images only), and the Fig. 3 stand-ins
+        for weaker CLIPs in ``MODEL_CLUTTER`` (the demo with its clutter variances scaled)."""
+        if name in ("demo", "clip-h14-dfn5b"):
             return cls()
-        if size == "tiny":
-            return cls(n_classes=20, train_per_class=24, test_per_class=10, ood_size=120, shifted_size=120, dim=128)
-        raise ValueError(f"Unknown simulated benchmark size {size!r}; choose 'tiny' (tests) or 'demo'.")
+        if name == "tiny":
+            return cls(n_classes=20, train_per_class=24, test_per_class=10, ood_size=120, shifted_size=120, dim=128,
+                       visual_dims=32)
+        if name == "imagenet-1k":
+            return cls(n_classes=1000, train_per_class=0, test_per_class=10, shifted_size=10_000)
+        if name in MODEL_CLUTTER:
+            d, f = cls(), MODEL_CLUTTER[name]
+            return cls(pose=d.pose * f, nuisance=d.nuisance * f, noise=d.noise * f)
+        raise ValueError(f"Unknown simulated profile {name!r}; choose one of "
+                         f"{['demo', 'tiny', 'imagenet-1k', 'clip-h14-dfn5b', *MODEL_CLUTTER]}.")
 
-
-# ----------------------------------------------------------------------------- semantic space
-def _hash_int(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=7).digest(), "little")
-
-
-def _wordnet_graph() -> dict:
-    """Noun + adjective synsets of WordNet with their parents, in a topological order.
-
-    Parents: hypernyms and instance hypernyms (nouns), the head (satellite adjectives), the attribute
-    nouns (head adjectives). Read once (~15 s) and cached as JSON under the project cache.
-    """
-    import json
-
-    from .wordnet import cache_dir, wordnet
-
-    path = cache_dir() / "simulated" / "wordnet-graph-v2.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    wn = wordnet()
-    synsets = list(wn.all_synsets("n")) + list(wn.all_synsets("a"))
-    index = {x.name(): i for i, x in enumerate(synsets)}
-
-    def parents(x):
-        ps = (x.hypernyms() + x.instance_hypernyms() if x.pos() == "n"
-              else x.similar_tos() if x.pos() == "s" else x.attributes())
-        return sorted(index[p.name()] for p in ps if p.name() in index)  # nltk's order is hash-seeded
-
-    par = [parents(x) for x in synsets]
-    order, state = [], [0] * len(synsets)  # 0 new, 1 on the stack, 2 done
-    for root in range(len(synsets)):
-        stack = [(root, iter(par[root]))]
-        state[root] = 1
-        while stack:
-            node, it = stack[-1]
-            nxt = next((p for p in it if state[p] == 0), None)
-            if nxt is None:
-                stack.pop()
-                state[node] = 2
-                order.append(node)
-            else:
-                state[nxt] = 1
-                stack.append((nxt, iter(par[nxt])))
-        # parents still on the stack (a cycle) are simply ignored by the walk below
-    graph = {"names": [x.name() for x in synsets], "pos": [x.pos() for x in synsets], "parents": par,
-             "order": order}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(graph))
-    os.replace(tmp, path)
-    return graph
-
-
-class SemanticSpace:
-    """m(s) for every noun/adjective synset of WordNet, in a fixed order (seeded)."""
-
-    def __init__(self, dim: int, lam: float, seed: int):
-        graph = _wordnet_graph()
-        self.names = graph["names"]
-        self.index = {n: i for i, n in enumerate(self.names)}
-        self.n_nouns = sum(1 for p in graph["pos"] if p == "n")
-        gen = torch.Generator().manual_seed(seed)
-        g = torch.randn(len(self.names), dim - 2, generator=gen, dtype=torch.float64).numpy()
-        v = np.zeros_like(g)
-        done = np.zeros(len(self.names), dtype=bool)
-        stationary = 1.0 / math.sqrt(1 - lam**2)
-        for i in graph["order"]:  # parents come before children
-            ps = [p for p in graph["parents"][i] if done[p]]
-            v[i] = lam * v[ps].mean(axis=0) + g[i] if ps else stationary * g[i]
-            done[i] = True
-        m = torch.from_numpy(v / np.linalg.norm(v, axis=1, keepdims=True)).float()
-        # two extra axes, left empty here, carry the text / image modality offsets
-        self.m = F.pad(m, (0, 2))
-
-    @property
-    def wn(self):
-        from .wordnet import wordnet
-
-        return wordnet()
-
-    def vector(self, synset: str) -> torch.Tensor:
-        return self.m[self.index[synset]]
+    @classmethod
+    def from_dict(cls, d: dict) -> "SimConfig":
+        """Inverse of ``asdict`` (a benchmark's ``meta['config']``); unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"Not SimConfig fields: {unknown} (a benchmark of another SIM_VERSION?)")
+        return cls(**d)
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, dim=-1)
 
 
-def _hashed_noise(keys: list[str], dim: int, table: torch.Tensor) -> torch.Tensor:
+def _hashed_noise(keys: list[str], table: torch.Tensor) -> torch.Tensor:
     """A deterministic N(0, I/D)-like vector per key, from two rows of a seeded table."""
-    h = torch.tensor([_hash_int(k) for k in keys], dtype=torch.int64)
+    h = torch.tensor([hash_int(k) for k in keys], dtype=torch.int64)
     n = table.shape[0]
     return (table[h % n] + table[(h // n) % n]) / math.sqrt(2)
 
 
+@dataclass
+class Geometry:
+    """Class geometry of K concepts: mode centres (K, M, D), mode weights (K, M), pose (K, r_p, D)."""
+
+    centres: torch.Tensor
+    weights: torch.Tensor
+    pose: torch.Tensor
+
+
 class Simulator:
-    """Builds text and image features of the simulated CLIP (see module docstring)."""
+    """Builds text and image features of the simulated CLIP (see module docstring).
+
+    Axes of the D-dim space: [0, S) the text-visible block (semantic vectors m(s) and all text
+    content live only here), [S, D-2) the visual-only block (r(s) and part of the nuisance: what no
+    text describes), D-2 and D-1 the modality offsets; S = D - 2 - ``visual_dims``.
+    """
 
     def __init__(self, config: SimConfig, seed: int = 0):
         self.cfg, self.seed = config, seed
-        self.space = _semantic_space(config.dim, config.lam, seed)
-        # a second, independent walk over the same hierarchy: appearance that text does not describe
-        # but that still follows the taxonomy (sibling classes look alike)
-        self.visual = _semantic_space(config.dim, config.lam, seed + 7919)
+        c = config
+        d, v = c.dim, c.visual_dims
+        if not 0 <= v < d - 3:
+            raise ValueError(f"visual_dims={v} must be in [0, dim - 3 = {d - 3}).")
+        self.text_dims = d - 2 - v
+        self.space = Embedded(semantic_space(self.text_dims + 2, c.lam, seed), 0, self.text_dims, d, full=True)
+        self.visual = Embedded(semantic_space(v + 2, c.lam_visual, seed + 7919), self.text_dims, v, d,
+                                full=False) if v else None
         gen = torch.Generator().manual_seed(seed + 1)
-        d = config.dim
-        # the modality gap: constant offsets orthogonal to all semantic content, as in CLIP
-        self.u_text, self.u_image = torch.eye(d)[d - 2], torch.eye(d)[d - 1]
-        self.noise_table = self.semantic_noise(1 << 16, gen)
+        eye = torch.eye(d)
+        self.u_text = eye[d - 2]
+        self.u_image = c.modality_cos * eye[d - 2] + math.sqrt(1 - c.modality_cos**2) * eye[d - 1]
+        self.noise_table = self.semantic_noise(1 << 16, gen, block="text")
+        self.nuisance_dirs, self.nuisance_var = self._nuisance(torch.Generator().manual_seed(seed + 5))
 
-    def semantic_noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        """(n, D) isotropic noise of norm ≈ 1 in the semantic axes (not the modality axes)."""
-        d = self.cfg.dim
-        return F.pad(torch.randn(n, d - 2, generator=gen) / math.sqrt(d - 2), (0, 2))
+    def semantic_noise(self, n: int, gen: torch.Generator, block: str = "all") -> torch.Tensor:
+        """(n, D) isotropic noise of norm ≈ 1 in the content axes (``block``: 'all', 'text' or
+        'visual'), zero in the modality axes."""
+        lo, hi = {"all": (0, self.cfg.dim - 2), "text": (0, self.text_dims),
+                  "visual": (self.text_dims, self.cfg.dim - 2)}[block]
+        out = torch.zeros(n, self.cfg.dim)
+        out[:, lo:hi] = torch.randn(n, hi - lo, generator=gen) / math.sqrt(max(1, hi - lo))
+        return out
+
+    def _nuisance(self, gen: torch.Generator):
+        """R shared nuisance directions (R, D) and their variances (R,), summing to 1."""
+        c = self.cfg
+        wn = self.space.wn
+        pool = set()
+        for root in NUISANCE_ROOTS:
+            pool.update(d.name() for d in wn.synset(root).closure(lambda x: x.hyponyms()))
+        pool = sorted(pool & self.space.index.keys())
+        pick = [pool[i] for i in torch.randperm(len(pool), generator=gen)[: c.nuisance_rank].tolist()]
+        hidden = _unit(self.semantic_noise(len(pick), gen, block="visual" if c.visual_dims else "all"))
+        dirs = _unit(math.sqrt(c.nuisance_text) * self.space.m[self.space.rows(pick)]
+                     + math.sqrt(1 - c.nuisance_text) * hidden)
+        var = torch.arange(1, len(pick) + 1, dtype=torch.float32) ** -c.nuisance_decay
+        return dirs, var / var.sum()
 
     # --- text
     def semantic(self, names: list[str], synsets: list[str]) -> torch.Tensor:
@@ -232,169 +233,163 @@ class Simulator:
                 cands = [c.name() for c in wn.synsets(n.replace(" ", "_")) if c.name() in idx]
                 s = cands[0] if cands else ""
             rows.append(idx.get(s, -1))
-        rows_t = torch.tensor(rows)
+        rows_t = torch.tensor(rows, dtype=torch.long)
         out = self.space.m[rows_t.clamp(min=0)].clone()
         unknown = (rows_t < 0).nonzero().flatten()
         if len(unknown):
-            out[unknown] = _unit(_hashed_noise([f"unk:{names[i]}" for i in unknown.tolist()], self.cfg.dim,
-                                               self.noise_table))
+            out[unknown] = _unit(_hashed_noise([f"unk:{names[i]}" for i in unknown.tolist()], self.noise_table))
         return out
 
     def text_features(self, names: list[str], synsets: list[str], prompts: str = DEFAULT_PROMPTS) -> torch.Tensor:
         """t(n) for each concept name under a prompt set, (K, D) unit rows."""
         c = self.cfg
         n_templates = len(get_prompts(prompts))
-        u_p = _unit(_hashed_noise([f"prompt:{prompts}"], c.dim, self.noise_table))[0]
+        u_p = _unit(_hashed_noise([f"prompt:{prompts}"], self.noise_table))[0]
         sem = self.semantic(names, synsets)
-        # both perturbations have norm ≈ 1, like m(s)
         keys = [clean(n) for n in names]  # CLIP's tokenizer lower-cases: "Saluki" = "saluki"
-        z_name = _hashed_noise([f"name:{k}" for k in keys], c.dim, self.noise_table)
-        z_prompt = _hashed_noise([f"prompt:{prompts}:{k}" for k in keys], c.dim, self.noise_table)
+        z_name = _hashed_noise([f"name:{k}" for k in keys], self.noise_table)
+        z_prompt = _hashed_noise([f"prompt:{prompts}:{k}" for k in keys], self.noise_table)
         content = _unit(sem + c.name_noise * z_name + c.prompt_shift * u_p
                         + c.prompt_noise / math.sqrt(n_templates) * z_prompt)
         return _unit(math.sqrt(c.rho_text) * self.u_text + math.sqrt(1 - c.rho_text) * content)
 
     # --- images
-    def mode_centres(self, synset: str, key: str) -> torch.Tensor:
-        """(modes, D) visual mode centres c_{s,j} of a concept."""
+    def geometry(self, synsets: list[str], keys: list[str] | None = None) -> Geometry:
+        """Class geometry of each synset; ``keys`` seed it (default: the synset), so one class gets
+        the same geometry in every subset of classes."""
         c = self.cfg
-        gen = torch.Generator().manual_seed(_hash_int(f"{self.seed}:modes:{key}") % (1 << 62))
-        # visual direction: partly the concept's semantics, partly what no text describes
-        r = self.visual.vector(synset)
-        base = _unit(math.sqrt(c.align) * self.space.vector(synset) + math.sqrt(1 - c.align) * r)
-        s = self.space.wn.synset(synset)
-        # sorted: nltk keeps pointers in a set, whose order changes with Python's hash seed
-        neigh = sorted({n.name() for n in s.hyponyms() + s.hypernyms()} & self.space.index.keys())
-        centres = []
-        for j in range(c.modes):
-            rand = _unit(self.semantic_noise(1, gen)[0])
-            if neigh:
-                pick = neigh[int(torch.randint(len(neigh), (1,), generator=gen))]
-                zeta = _unit(rand + self.space.vector(pick))
-            else:
-                zeta = rand
-            centres.append(_unit(base + c.mode_spread * zeta))
-        return torch.stack(centres)
+        wn, index = self.space.wn, self.space.index
+        keys = synsets if keys is None else keys
+        centres = torch.zeros(len(synsets), c.modes, c.dim)
+        weights = torch.zeros(len(synsets), c.modes)
+        pose = torch.zeros(len(synsets), c.pose_rank, c.dim)
+        for k, (s, key) in enumerate(zip(synsets, keys)):
+            gen = torch.Generator().manual_seed(hash_int(f"{self.seed}:class:{key}") % (1 << 62))
+            hidden = self.visual.vector(s) if self.visual is not None else 0.0
+            base = _unit(math.sqrt(c.align) * self.space.vector(s) + math.sqrt(1 - c.align) * hidden)
+            syn = wn.synset(s)
+            # sorted: nltk keeps pointers in a set, whose order changes with Python's hash seed
+            neigh = sorted({n.name() for n in syn.hyponyms() + syn.hypernyms()} & index.keys())
+            n_modes = 1 + int(torch.randint(c.modes, (1,), generator=gen))
+            for j in range(n_modes):
+                zeta = _unit(self.semantic_noise(1, gen)[0])
+                if neigh:
+                    zeta = _unit(zeta + self.space.vector(neigh[int(torch.randint(len(neigh), (1,), generator=gen))]))
+                centres[k, j] = _unit(base + c.mode_spread * zeta)
+            w = -torch.rand(n_modes, generator=gen).clamp_min(1e-12).log()  # Dirichlet(1)
+            weights[k, :n_modes] = w / w.sum()
+            pose[k] = _unit(self.semantic_noise(c.pose_rank, gen))
+        return Geometry(centres, weights, pose)
 
-    def images(self, centres: torch.Tensor, n: int, gen: torch.Generator, noise: float | None = None,
-               extra: torch.Tensor | None = None, extra_weight: float = 0.0) -> torch.Tensor:
-        """n images around the given mode centres (M, D); ``extra`` (n, D) adds a style/corruption."""
+    def images(self, geo: Geometry, labels: torch.Tensor, gen: torch.Generator, signal: float = 1.0,
+               nuisance_scale: float = 1.0, style: torch.Tensor | None = None,
+               style_weight: torch.Tensor | float = 0.0, chunk: int = 8192) -> torch.Tensor:
+        """Images of the concepts ``labels`` (indices into ``geo``), (n, D) unit rows.
+
+        signal scales the class signal's amplitude, nuisance_scale the shared nuisance's; ``style``
+        (n, D) unit rows are added with ``style_weight`` times the content's typical norm.
+        """
         c = self.cfg
-        eta = c.noise if noise is None else noise
-        mode = torch.randint(centres.shape[0], (n,), generator=gen)
+        n = len(labels)
+        mode = torch.multinomial(geo.weights[labels], 1, generator=gen).squeeze(1)
+        u = torch.randn(n, c.pose_rank, generator=gen)
+        z = torch.randn(n, len(self.nuisance_var), generator=gen) * self.nuisance_var.sqrt()
         xi = self.semantic_noise(n, gen)
-        # a co-occurring concept (any noun) at a per-image weight in [0, γ]: what makes real zero-shot
-        # top-1 land elsewhere and some ID images look OOD
-        n_nouns = self.space.n_nouns
-        ctx = self.space.m[torch.randint(n_nouns, (n,), generator=gen)]
-        weight = c.context * torch.rand(n, 1, generator=gen)
-        content = math.sqrt(1 - eta) * centres[mode] + math.sqrt(eta) * xi + weight * ctx
-        if extra is not None:
-            content = math.sqrt(1 - extra_weight) * _unit(content) + math.sqrt(extra_weight) * extra
-        return _unit(math.sqrt(c.rho_image) * self.u_image + math.sqrt(1 - c.rho_image) * _unit(content))
+        if c.tail:
+            chi2 = torch.randn(n, c.tail, generator=gen).pow(2).sum(1, keepdim=True)
+            tau = ((c.tail - 2) / chi2).sqrt() if c.tail > 2 else (1.0 / chi2).sqrt()
+        else:
+            tau = torch.ones(n, 1)
+        ctx = self.space.m[torch.randint(self.space.n_nouns, (n,), generator=gen)]
+        omega = c.context * torch.rand(n, 1, generator=gen)
+        pose = torch.empty(n, c.dim)
+        order = labels.argsort(stable=True)
+        classes, counts = labels[order].unique_consecutive(return_counts=True)
+        for k, rows in zip(classes.tolist(), order.split(counts.tolist())):  # one small matmul per class
+            pose[rows] = u[rows] @ geo.pose[k]
+        pose /= math.sqrt(c.pose_rank)
+        out = torch.empty(n, c.dim)
+        for s in range(0, n, chunk):
+            sl = slice(s, s + chunk)
+            lab = labels[sl]
+            clutter = (math.sqrt(c.pose) * pose[sl] + math.sqrt(c.nuisance) * nuisance_scale * (z[sl] @ self.nuisance_dirs)
+                       + math.sqrt(c.noise) * xi[sl])
+            h = signal * geo.centres[lab, mode[sl]] + tau[sl] * clutter + omega[sl] * ctx[sl]
+            if style is not None:
+                typical = math.sqrt(1 + c.pose + c.nuisance * nuisance_scale**2 + c.noise)
+                w = style_weight[sl] if torch.is_tensor(style_weight) else style_weight
+                h = h + typical * w * style[sl]
+            out[sl] = _unit(math.sqrt(c.rho_image) * self.u_image + math.sqrt(1 - c.rho_image) * _unit(h))
+        return out
 
 
-_SPACES: dict = {}
+# ----------------------------------------------------------------------------- ID and shifted sets
+def _pick_classes(cfg: SimConfig, seed: int) -> list[int]:
+    gen = torch.Generator().manual_seed(seed + 2)
+    if cfg.n_classes >= 1000:
+        return list(range(1000))
+    return torch.randperm(1000, generator=gen)[: cfg.n_classes].sort().values.tolist()
 
 
-def _semantic_space(dim: int, lam: float, seed: int) -> SemanticSpace:
-    key = (dim, lam, seed)
-    if key not in _SPACES:
-        _SPACES[key] = SemanticSpace(dim, lam, seed)
-    return _SPACES[key]
+def id_sets(sim: Simulator, seed: int = 0, shifted: bool = True) -> dict:
+    """The ID part of a benchmark: class ids/names/synsets, class geometry, train / test / shifted
+    image sets (``FeatureSet``). No corpus, no OOD set: what the calibration statistics read."""
+    cfg = sim.cfg
+    pick = _pick_classes(cfg, seed)
+    all_ids, all_names = imagenet_synsets(), imagenet_classnames()
+    id_syn, names = [all_ids[i] for i in pick], [all_names[i] for i in pick]
+    geo = sim.geometry(id_syn)
+    k = len(id_syn)
 
+    def split(per_class: int, s: int, name: str) -> FeatureSet:
+        y = torch.arange(k).repeat_interleave(per_class)
+        return FeatureSet(name, sim.images(geo, y, torch.Generator().manual_seed(seed + s)) if len(y) else
+                          torch.zeros(0, cfg.dim), y)
 
-# ----------------------------------------------------------------------------- concept pools
-def imagenet_synsets() -> list[str]:
-    """The 1000 ImageNet-1K synsets as WordNet names, in the standard class order."""
-    from .corpus import _timm_synset_list
-    from .wordnet import wordnet
-
-    wn = wordnet()
-    return [wn.synset_from_pos_and_offset("n", int(w[1:])).name() for w in _timm_synset_list("imagenet_synsets.txt")]
-
-
-def imagenet_classnames() -> list[str]:
-    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-
-    return list(IMAGENET_CLASSNAMES)
-
-
-def _wnid_subset(filename: str) -> set[str]:
-    from .corpus import _timm_synset_list
-    from .wordnet import wordnet
-
-    wn = wordnet()
-    return {wn.synset_from_pos_and_offset("n", int(w[1:])).name() for w in _timm_synset_list(filename)}
-
-
-def _related(wn, ids: list[str]) -> set[str]:
-    """ID synsets with all their ancestors and descendants: never OOD."""
-    out = set()
-    for name in ids:
-        s = wn.synset(name)
-        out.add(name)
-        out.update(a.name() for path in s.hypernym_paths() for a in path)
-        out.update(d.name() for d in s.closure(lambda x: x.hyponyms() + x.instance_hyponyms()))
+    out = dict(class_synsets=id_syn, class_names=names, geometry=geo,
+               train=split(cfg.train_per_class, 3, "train"), test=split(cfg.test_per_class, 4, "ImageNet"))
+    out["shifted"] = _shifted_sets(sim, seed, id_syn, geo) if shifted else {}
     return out
 
 
-def _up(s, k):
-    """Ancestors exactly k hypernym steps above s (all paths)."""
-    level = {s}
-    for _ in range(k):
-        level = {p for x in level for p in x.hypernyms() + x.instance_hypernyms()}
-    return level
-
-
-def _down(s, k):
-    level = {s}
-    for _ in range(k):
-        level = {c for x in level for c in x.hyponyms() + x.instance_hyponyms()}
-    return level
-
-
-def ood_pools(wn, id_synsets: list[str], in21k: set[str]) -> dict[str, list[str]]:
-    """Candidate concepts of every simulated OOD set (sorted lists; sampled later with a seed)."""
-    banned = _related(wn, id_synsets)
-    by_dist = {1: set(), 2: set(), 3: set()}
-    for name in id_synsets:
-        s = wn.synset(name)
-        for k in (1, 2, 3):
-            for a in _up(s, k):
-                by_dist[k].update(d.name() for d in _down(a, k))
-    sib = sorted((by_dist[1] & in21k) - banned)
-    cousin = sorted((by_dist[2] & in21k) - banned - set(sib))
-    far_cousin = sorted((by_dist[3] & in21k) - banned - set(sib) - set(cousin))
-    near = set(sib) | set(cousin) | set(far_cousin)
-    plants = {d.name() for d in wn.synset("plant.n.02").closure(lambda x: x.hyponyms())}
-    scenes = set()
-    for root in ("room.n.01", "building.n.01", "geological_formation.n.01", "area.n.05", "tract.n.01"):
-        scenes.update(d.name() for d in wn.synset(root).closure(lambda x: x.hyponyms()))
-    textures = []
-    for word in DTD_TEXTURES:
-        cands = [c for c in wn.synsets(word.replace("-", "_")) + wn.synsets(word.replace("-", ""))
-                 if c.pos() in "nas"]
-        if cands:
-            textures.append(cands[0].name())
-    half = len(cousin) // 2
-    return {
-        "IN-OOD": sib,
-        "NINCO": cousin[::2],
-        "IN-O": far_cousin,
-        "OpenImage-O": sorted(in21k - banned - near - plants),
-        "iNat": sorted((plants & in21k) - banned),
-        "Textures43": textures[:43],
-        "SSB": sib[::-1],
-        "NINCOv2": cousin[1::2] if half else cousin,
-        "Texture": textures,
-        "Places": sorted((scenes & in21k) - banned),
-        "SUN": sorted((scenes & in21k) - banned)[::-1],
-    }
-
-
-# share of scene concepts whose images also show an ID concept (Places overlaps ImageNet by ~60 %)
-SCENE_ID_SHARE = {"Places": 0.5, "SUN": 0.25}
+def _shifted_sets(sim: Simulator, seed: int, id_syn: list[str], geo: Geometry, names=SHIFTED) -> dict:
+    cfg = sim.cfg
+    wn = sim.space.wn
+    n_cls = len(id_syn)
+    r_classes = _wnid_subset("imagenet_r_synsets.txt")
+    sub200 = [c for c in range(n_cls) if id_syn[c] in r_classes] or list(range(n_cls))
+    severity = {"ImageNet-Sketch": cfg.shift_sketch, "ImageNet-R": cfg.shift_r, "ImageNet-A": cfg.shift_a,
+                "ImageNetV2": cfg.shift_v2, "ImageNet-C": cfg.shift_c}
+    out = {}
+    for k, name in enumerate(SHIFTED):
+        if name not in names:
+            continue
+        g = torch.Generator().manual_seed(seed + 200 + k)
+        classes = sub200 if name in SUBSET_200 else list(range(n_cls))
+        per = max(1, cfg.shifted_size // len(classes))
+        y = torch.tensor(classes).repeat_interleave(per)
+        n, s = len(y), severity[name]
+        style, weight = None, s
+        if name in STYLES:
+            styles = torch.stack([_unit(sim.space.vector(x) + 0.5 * _unit(sim.semantic_noise(1, g)[0]))
+                                  for x in STYLES[name]])
+            style = styles[torch.randint(len(styles), (n,), generator=g)]
+        elif name == "ImageNet-A":  # adversarially filtered: drift from the class towards a WordNet sibling
+            sib = []
+            for c in classes:
+                syn = wn.synset(id_syn[c])
+                cands = sorted({d.name() for a in syn.hypernyms() for d in a.hyponyms()} - {syn.name()})
+                cands = [x for x in cands if x in sim.space.index] or [syn.name()]
+                other = sim.space.vector(cands[int(torch.randint(len(cands), (1,), generator=g))])
+                sib.append(_unit(other - sim.space.vector(syn.name())) if cands != [syn.name()] else other)
+            style = torch.stack(sib).repeat_interleave(per, 0)
+        elif name == "ImageNet-C":  # 15 corruption types, a random strength each image (5 severities)
+            corr = _unit(sim.semantic_noise(15, g))
+            style = corr[torch.randint(15, (n,), generator=g)]
+            weight = s * (torch.randint(1, 6, (n, 1), generator=g).float() / 3.0)
+        x = sim.images(geo, y, g, signal=1.0 - s, nuisance_scale=1.0 + 2.0 * s, style=style, style_weight=weight)
+        out[name] = FeatureSet(name, x, y)
+    return out
 
 
 # ----------------------------------------------------------------------------- the benchmark
@@ -403,50 +398,35 @@ def make_benchmark(size: str = "demo", seed: int = 0, corpus: str = "wordnet-na"
                    config: SimConfig | None = None, cache: bool = True) -> Benchmark:
     """The SIMULATED benchmark (module docstring) as a ``Benchmark``; deterministic for a seed.
 
-    Cached under ``.cache/simulated`` keyed by every input, so notebooks load it in a second.
+    Cached under ``.cache/simulated`` keyed by every input, so notebooks load it in a second. A cache
+    file that is truncated or was built from other inputs is rebuilt (with a warning).
     """
     cfg = config or SimConfig.profile(size)
     key = dict(size=size, seed=seed, corpus=corpus, preprocess=preprocess, prompts=prompts,
                version=SIM_VERSION, **asdict(cfg))
-    path = _cache_file(key) if cache else None
+    from . import simcache
+
+    path = simcache.cache_file(key) if cache else None
     if path is not None and path.exists():
-        return _load(path)
+        bench = simcache.load(path, key)
+        if bench is not None:
+            return bench
     bench = _build(cfg, size, seed, corpus, preprocess, prompts)
     if path is not None:
-        _save(bench, path)
+        simcache.save(bench, path, key)
     return bench
 
 
 def _build(cfg: SimConfig, size, seed, corpus_name, preprocess, prompts) -> Benchmark:
     from .corpus import in21k_synsets
-    from .wordnet import wordnet
 
-    wn = wordnet()
     sim = Simulator(cfg, seed)
-    gen = torch.Generator().manual_seed(seed + 2)
-    all_ids, all_names = imagenet_synsets(), imagenet_classnames()
-    pick = torch.randperm(1000, generator=gen)[: cfg.n_classes].sort().values.tolist()
-    id_syn = [all_ids[i] for i in pick]
-    class_names = [all_names[i] for i in pick]
-
+    wn = sim.space.wn
+    ids = id_sets(sim, seed)
+    id_syn, class_names = ids["class_synsets"], ids["class_names"]
     corpus = load_corpus(corpus_name, preprocess)
     corpus_text = sim.text_features(list(corpus.names), list(corpus.synsets), prompts)
     class_text = sim.text_features(class_names, id_syn, prompts)
-
-    centres = {s: sim.mode_centres(s, s) for s in id_syn}
-
-    def id_split(per_class: int, g: torch.Generator, classes=None, extra=None, **kw):
-        """per_class images of each class; ``extra`` (len(classes) * per_class, D) in class order."""
-        classes = range(cfg.n_classes) if classes is None else classes
-        feats, labels = [], []
-        for k, c in enumerate(classes):
-            ex = None if extra is None else extra[k * per_class:(k + 1) * per_class]
-            feats.append(sim.images(centres[id_syn[c]], per_class, g, extra=ex, **kw))
-            labels.append(torch.full((per_class,), c, dtype=torch.long))
-        return torch.cat(feats), torch.cat(labels)
-
-    train_x, train_y = id_split(cfg.train_per_class, torch.Generator().manual_seed(seed + 3))
-    test_x, test_y = id_split(cfg.test_per_class, torch.Generator().manual_seed(seed + 4))
 
     in21k = {s.name() for s in in21k_synsets()}
     pools = ood_pools(wn, id_syn, in21k)
@@ -455,111 +435,19 @@ def _build(cfg: SimConfig, size, seed, corpus_name, preprocess, prompts) -> Benc
         g = torch.Generator().manual_seed(seed + 100 + k)
         n_concepts = min(len(pool), max(8, cfg.ood_size // 16))
         chosen = [pool[i] for i in torch.randperm(len(pool), generator=g)[:n_concepts].tolist()]
-        per = [cfg.ood_size // n_concepts + (1 if i < cfg.ood_size % n_concepts else 0) for i in range(n_concepts)]
-        parts = []
-        for s, n in zip(chosen, per):
-            cen = sim.mode_centres(s, f"ood:{s}")
-            if name in SCENE_ID_SHARE and torch.rand(1, generator=g).item() < SCENE_ID_SHARE[name]:
-                mix = sim.space.vector(id_syn[int(torch.randint(cfg.n_classes, (1,), generator=g))])
-                cen = _unit(cen + 0.8 * mix)
-            parts.append(sim.images(cen, n, g))
-        ood[name] = FeatureSet(name, torch.cat(parts), torch.full((cfg.ood_size,), -1, dtype=torch.long))
+        geo = sim.geometry(chosen, [f"ood:{s}" for s in chosen])
+        if name in SCENE_ID_SHARE:  # scenes that also show an ID object (Places overlaps ImageNet)
+            for j in range(n_concepts):
+                if torch.rand(1, generator=g).item() < SCENE_ID_SHARE[name]:
+                    mix = sim.space.vector(id_syn[int(torch.randint(len(id_syn), (1,), generator=g))])
+                    geo.centres[j] = _unit(geo.centres[j] + 0.8 * mix) * (geo.weights[j] > 0)[:, None]
+        y = torch.arange(n_concepts).repeat_interleave(cfg.ood_size // n_concepts)
+        y = torch.cat([y, torch.arange(cfg.ood_size - len(y))]).sort().values
+        ood[name] = FeatureSet(name, sim.images(geo, y, g), torch.full((cfg.ood_size,), -1, dtype=torch.long))
 
-    shifted = _shifted_sets(sim, cfg, seed, id_syn, centres, id_split)
     meta = dict(simulated=True, size=size, seed=seed, prompts=prompts, preprocess=preprocess,
-                config=asdict(cfg), version=SIM_VERSION,
-                ood_concepts={k: len(v) for k, v in pools.items()})
+                config=asdict(cfg), version=SIM_VERSION, ood_concepts={k: len(v) for k, v in pools.items()})
     return Benchmark(
-        name=f"simulated-{size}", simulated=True,
-        train=FeatureSet("train", train_x, train_y), test=FeatureSet("ImageNet", test_x, test_y),
-        ood=ood, shifted=shifted, class_names=class_names, class_text=class_text, class_synsets=id_syn,
+        name=f"simulated-{size}", simulated=True, train=ids["train"], test=ids["test"], ood=ood,
+        shifted=ids["shifted"], class_names=class_names, class_text=class_text, class_synsets=id_syn,
         corpus=corpus, corpus_text=corpus_text, logit_scale=cfg.logit_scale, meta=meta)
-
-
-def _shifted_sets(sim: Simulator, cfg: SimConfig, seed: int, id_syn, centres, id_split) -> dict:
-    wn = sim.space.wn
-    out = {}
-    n_cls = cfg.n_classes
-    per = max(1, cfg.shifted_size // n_cls)
-    r_classes = set(_wnid_subset("imagenet_r_synsets.txt"))
-    sub200 = [c for c in range(n_cls) if id_syn[c] in r_classes] or list(range(n_cls))
-    per200 = max(1, cfg.shifted_size // len(sub200))
-    for k, name in enumerate(("ImageNet-Sketch", "ImageNet-R", "ImageNet-A", "ImageNetV2", "ImageNet-C")):
-        g = torch.Generator().manual_seed(seed + 200 + k)
-        classes = sub200 if name in ("ImageNet-R", "ImageNet-A") else list(range(n_cls))
-        n_per = per200 if name in ("ImageNet-R", "ImageNet-A") else per
-        n = n_per * len(classes)
-        if name in STYLES:
-            styles = torch.stack([_unit(sim.space.vector(s) + 0.5 * _unit(sim.semantic_noise(1, g)[0]))
-                                  for s in STYLES[name]])
-            extra = styles[torch.randint(len(styles), (n,), generator=g)]
-            x, y = id_split(n_per, g, classes, extra=extra, extra_weight=cfg.style)
-        elif name == "ImageNet-A":
-            # adversarially filtered: images drift towards a WordNet sibling of their class
-            sib = []
-            for c in classes:
-                s = wn.synset(id_syn[c])
-                cands = sorted({d.name() for a in s.hypernyms() for d in a.hyponyms()} - {s.name()})
-                cands = [x for x in cands if x in sim.space.index] or [s.name()]
-                sib.append(sim.space.vector(cands[int(torch.randint(len(cands), (1,), generator=g))]))
-            extra = torch.stack(sib).repeat_interleave(n_per, 0)
-            x, y = id_split(n_per, g, classes, extra=extra, extra_weight=cfg.style,
-                            noise=min(0.95, cfg.noise + 0.05))
-        elif name == "ImageNetV2":
-            x, y = id_split(n_per, g, classes, noise=min(0.95, cfg.noise + 0.03))
-        else:  # ImageNet-C: 15 corruption types, one random direction each
-            corr = _unit(sim.semantic_noise(15, g))
-            extra = corr[torch.randint(15, (n,), generator=g)]
-            x, y = id_split(n_per, g, classes, extra=extra, extra_weight=cfg.style,
-                            noise=min(0.95, cfg.noise + 0.05))
-        out[name] = FeatureSet(name, x, y)
-    return out
-
-
-# ----------------------------------------------------------------------------- cache
-def _cache_file(key: dict) -> Path:
-    from .wordnet import cache_dir
-
-    digest = hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:16]
-    return cache_dir() / "simulated" / f"{key['size']}-{digest}.safetensors"
-
-
-def _save(b: Benchmark, path: Path) -> None:
-    import json
-
-    from safetensors.torch import save_file
-
-    tensors = {"train.x": b.train.features, "train.y": b.train.labels, "test.x": b.test.features,
-               "test.y": b.test.labels, "class_text": b.class_text, "corpus_text": b.corpus_text}
-    for group, sets in (("ood", b.ood), ("shifted", b.shifted)):
-        for name, fs in sets.items():
-            tensors[f"{group}.{name}.x"] = fs.features
-            tensors[f"{group}.{name}.y"] = fs.labels
-    header = dict(name=b.name, class_names=b.class_names, class_synsets=b.class_synsets,
-                  corpus=dict(name=b.corpus.name, names=b.corpus.names, synsets=b.corpus.synsets,
-                              pos=b.corpus.pos),
-                  logit_scale=b.logit_scale, meta=b.meta, ood=list(b.ood), shifted=list(b.shifted))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"benchmark": json.dumps(header)})
-    os.replace(tmp, path)
-
-
-def _load(path: Path) -> Benchmark:
-    import json
-
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    with safe_open(str(path), "pt") as f:
-        h = json.loads(f.metadata()["benchmark"])
-    t = load_file(str(path))
-    c = h["corpus"]
-    corpus = Corpus(c["name"], tuple(c["names"]), tuple(c["synsets"]), tuple(c["pos"]))
-    return Benchmark(
-        name=h["name"], simulated=True, train=FeatureSet("train", t["train.x"], t["train.y"]),
-        test=FeatureSet("ImageNet", t["test.x"], t["test.y"]),
-        ood={n: FeatureSet(n, t[f"ood.{n}.x"], t[f"ood.{n}.y"]) for n in h["ood"]},
-        shifted={n: FeatureSet(n, t[f"shifted.{n}.x"], t[f"shifted.{n}.y"]) for n in h["shifted"]},
-        class_names=h["class_names"], class_text=t["class_text"], class_synsets=h["class_synsets"],
-        corpus=corpus, corpus_text=t["corpus_text"], logit_scale=h["logit_scale"], meta=h["meta"])

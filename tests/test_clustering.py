@@ -4,8 +4,9 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import adjusted_rand_score
 
-from clustermine_lib.clustering import (TEMIConfig, _forward, _init_heads, fit_temi, knn_indices,
+from clustermine_lib.clustering import (PLATEAU_TOL, TEMIConfig, _forward, _init_heads, fit_temi, plateau_ratio,
                                         temi_head_losses)
+from clustermine_lib.knn import knn_indices
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -142,7 +143,7 @@ def planted_blobs(n=300, d=32, classes=10, noise=0.15, seed=0):
 
 
 def small_config(**kw):
-    kw = {"n_clusters": 10, "n_heads": 3, "k": 10, "epochs": 30, "batch_size": 64, **kw}
+    kw = {"n_clusters": 10, "n_heads": 3, "k": 10, "epochs": 30, "batch_size": 64, "lr": 1e-2, "min_lr": 1e-4, **kw}
     return TEMIConfig.demo(kw.pop("n_clusters"), **kw)
 
 
@@ -182,12 +183,14 @@ def test_temi_accepts_precomputed_knn_and_returns_probs():
     x, _ = planted_blobs(n=120)
     cfg = small_config(epochs=5, k=5)
     knn = knn_indices(x, k=8)  # wider than k: only the first k columns are used
-    res = fit_temi(x, cfg, knn=knn, progress=False, return_probs=True)
+    with pytest.warns(RuntimeWarning, match="cannot be judged"):  # 5 steps
+        res = fit_temi(x, cfg, knn=knn, progress=False, return_probs=True)
     assert res.probs.shape == (120, 10)
     assert torch.allclose(res.probs.sum(1), torch.ones(120), atol=1e-5)
     assert torch.equal(res.probs.argmax(1), res.labels)
     assert torch.equal(res.predict(x), res.labels)  # predict re-applies the standardisation
-    assert torch.equal(fit_temi(x, cfg, knn=knn[:, :5], progress=False).labels, res.labels)
+    with pytest.warns(RuntimeWarning, match="plateaued"):
+        assert torch.equal(fit_temi(x, cfg, knn=knn[:, :5], progress=False).labels, res.labels)
 
 
 # ---------------------------------------------------------------- validation
@@ -201,14 +204,14 @@ def test_too_many_clusters_message():
 def test_non_finite_features_rejected(bad):
     x = torch.randn(50, 4)
     x[7, 2] = bad
-    with pytest.raises(ValueError, match=r"features contain NaN or Inf.*row 7"):
+    with pytest.raises(ValueError, match=r"features contains NaN or Inf.*\[7\]"):
         fit_temi(x, small_config(), progress=False)
     with pytest.raises(ValueError, match="NaN or Inf"):
         knn_indices(x, k=3)
 
 
 def test_features_must_be_2d():
-    with pytest.raises(ValueError, match=r"features must be a 2-D \(N, D\)"):
+    with pytest.raises(ValueError, match=r"features must be 2-D \(N, D\)"):
         fit_temi(torch.randn(50), small_config(), progress=False)
     with pytest.raises(ValueError, match="2-D"):
         knn_indices(torch.randn(5, 4, 3), k=2)
@@ -224,3 +227,47 @@ def test_bad_precomputed_knn_rejected():
     with pytest.raises(ValueError, match=r"knn must have shape \(N=40, >=k=10\)"):
         fit_temi(x, small_config(n_clusters=4), knn=torch.zeros(40, 3, dtype=torch.long),
                  progress=False)
+
+
+def test_knn_queries_against_a_reference_set():
+    g = torch.Generator().manual_seed(3)
+    ref, q = torch.randn(80, 6, generator=g), torch.randn(13, 6, generator=g)
+    got = knn_indices(ref, k=4, chunk_size=5, queries=q)
+    sims = F.normalize(q, dim=1) @ F.normalize(ref, dim=1).T
+    assert got.shape == (13, 4)
+    assert torch.allclose(sims.gather(1, got), sims.topk(4, dim=1).values)
+
+
+def test_clustering_reexports_knn_indices():
+    from clustermine_lib import clustering, knn
+
+    assert clustering.knn_indices is knn.knn_indices
+
+
+# ---------------------------------------------------------------- convergence
+def test_plateau_ratio_known_curves():
+    t = torch.arange(1000.0)
+    assert plateau_ratio(-(1 - torch.exp(-t / 100))) < 1e-3  # saturated exponential: converged
+    # linear: slope -1, 100 of the 994.5 between the first 1 % (mean -4.5) and the end (-999)
+    assert plateau_ratio(-t) == pytest.approx(100 / 994.5)
+    noisy = -(1 - torch.exp(-t / 100)) + 0.05 * torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    assert plateau_ratio(noisy) < PLATEAU_TOL  # noise around a plateau is not a trend
+    # still falling at the end (exp with a long time constant): not converged
+    assert plateau_ratio(-(1 - torch.exp(-t / 600))) > PLATEAU_TOL
+    assert plateau_ratio(torch.zeros(50)) == float("inf")  # never fell
+    assert plateau_ratio(-t[:9]) == float("inf")  # too short to judge
+    assert plateau_ratio(torch.cat([-(1 - torch.exp(-t / 50)), torch.full((200,), -0.9)])) < 0  # ends rising
+
+
+def test_temi_records_curve_and_converges_on_planted_blobs(blobs_fit):
+    _, _, res = blobs_fit
+    assert res.loss_curve.shape == (30 * 4,) and torch.isfinite(res.loss_curve).all()
+    assert res.converged and res.plateau < PLATEAU_TOL
+    assert res.loss_curve[-10:].mean() < res.loss_curve[:5].mean()
+
+
+def test_temi_warns_when_stopped_early():
+    x, _ = planted_blobs()
+    with pytest.warns(RuntimeWarning, match=r"stopped before its loss plateaued.*criterion: < 2%.*Raise epochs \(now 4\)"):
+        res = fit_temi(x, small_config(epochs=4, lr=1e-3, min_lr=1e-3), progress=False)
+    assert not res.converged and res.plateau > PLATEAU_TOL
