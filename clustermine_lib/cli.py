@@ -160,8 +160,9 @@ rest is clustered with TEMI and ClusterMine mines Y_pos; the held-out images set
 at 95% ID recall. The detector folder (--out) holds detector.safetensors + detector.json.
 
 TEMI is sized for the folder (own_images.temi_for_size): from 100,000 images on, the paper's settings
-(50 heads, 100 epochs, batch 1024, k = 50: a GPU job); below, 4 heads, a batch of about N/8 (16..256),
-as many epochs as make ~300 optimiser steps, and k = N/(2C) neighbours (1..50).
+(50 heads, 100 epochs, batch 1024, k = 50: a GPU job); below, the CPU preset (TEMIConfig.demo) with a
+batch of about N/8 (16..256), as many epochs as give it its usual 1,000-1,500 optimiser steps, and
+k = N/(4C) neighbours (3..50).
 --clusters auto tries 5 values of C from C_max/16 to C_max = min(4000, N/4), prints |Y_pos|/C and the
 redundancy ratio for each and keeps the larger of their elbows (paper appendix B)."""
 

@@ -112,9 +112,13 @@ def test_auto_c_sweeps_and_applies_the_elbow(tiny_bench):
 
 
 def test_temi_is_sized_for_the_folder():
-    small = O.temi_for_size(200, 10)
-    assert small.n_heads == 4 and small.batch_size == 16 and small.k == 10
-    assert small.epochs * (200 // small.batch_size) >= O.TARGET_STEPS
+    from clustermine_lib.clustering import TEMIConfig
+
+    small, demo = O.temi_for_size(200, 10), TEMIConfig.demo(10)
+    assert small.n_heads == demo.n_heads and small.lr == demo.lr  # the CPU preset, scaled to the folder
+    assert small.batch_size == 16 and small.k == 5
+    assert small.epochs * (200 // small.batch_size) >= O.DEMO_STEPS_PER_EPOCH * demo.epochs
+    assert O.temi_for_size(200, 100).k == 3
     paper = O.temi_for_size(1_281_167, 4000)
     assert (paper.n_heads, paper.epochs, paper.batch_size, paper.k) == (50, 100, 1024, 50)
 
