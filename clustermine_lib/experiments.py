@@ -139,12 +139,16 @@ class Pipeline:
         return self._cached(("top1", b.corpus.name, len(b.corpus)), lambda: dense.zero_shot_top1(
             b.train.features, b.corpus_text, device=self.settings.device, progress=self._bar("top-1 concepts"))[0])
 
-    def clusters(self, n_clusters: int | None = None) -> torch.Tensor:
-        """(N,) TEMI cluster of every ID training image for C = n_clusters."""
+    def temi(self, n_clusters: int | None = None):
+        """The ``clustering.TEMIResult`` for C = n_clusters (loss curve, plateau, convergence)."""
         s = self.settings
         config = s.temi_config(n_clusters)
-        return self._cached(("clusters", config.n_clusters), lambda: fit_temi(
-            self.bench.train.features, config, device=s.device, progress=s.progress).labels)
+        return self._cached(("temi", config.n_clusters), lambda: fit_temi(
+            self.bench.train.features, config, device=s.device, progress=s.progress))
+
+    def clusters(self, n_clusters: int | None = None) -> torch.Tensor:
+        """(N,) TEMI cluster of every ID training image for C = n_clusters."""
+        return self.temi(n_clusters).labels
 
     def kmeans_clusters(self, n_clusters: int | None = None) -> torch.Tensor:
         """(N,) k-means cluster of every ID training image for C = n_clusters (``analysis.kmeans_labels``):

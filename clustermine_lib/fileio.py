@@ -1,7 +1,7 @@
 """The one way this project writes files and hashes what a cached value was made from.
 
 - ``atomic_write(path, data)``: ``data`` is ``str``, ``bytes`` or a function ``write(tmp_path)`` (which
-  may write a file or a whole folder); it is
+  may write a file or a whole folder; a folder replaces an existing one only once it is complete); it is
   written to a temporary file beside ``path`` and renamed over it (``os.replace``, atomic on POSIX), so
   a reader sees the old complete file or the new complete file, never half of one; the temporary file
   is removed if writing fails. Every writer in the package goes through it.
@@ -36,7 +36,13 @@ def atomic_write(path, data: Data) -> Path:
             tmp.write_bytes(data)
         else:
             data(tmp)
-        os.replace(tmp, path)
+        if tmp.is_dir() and path.is_dir():  # a folder replacing a folder: swap only once the new one is whole
+            old = path.with_name(f".{path.name}.old{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
     finally:
         if tmp.is_dir():  # a writer may build a whole folder (wordnet.install_from_debian)
             shutil.rmtree(tmp)

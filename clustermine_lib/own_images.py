@@ -19,8 +19,6 @@ would mean nothing.
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -225,22 +223,10 @@ def describe_model(identity: dict) -> str:
     return text + (f", checkpoint sha256 {sha[:12]})" if sha else ")")
 
 
-def _save(det: ClusterMine, out: Path, meta: dict, overwrite: bool) -> Path:
+def _save(det: ClusterMine, out: Path, meta: dict) -> Path:
     """The detector folder written whole (``fileio.atomic_write`` of the folder): a reader sees no
-    folder, the previous one (``overwrite``) or the new complete one."""
-    old = None
-    if out.exists() and overwrite:
-        old = out.with_name(f".{out.name}.replaced{os.getpid()}")
-        os.replace(out, old)
-    try:
-        atomic_write(out, lambda tmp: det.save(tmp, meta=meta))
-    except BaseException:
-        if old is not None and not out.exists():
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return out
+    folder, the previous one (``overwrite``; replaced only once the new one is complete) or the new one."""
+    return atomic_write(out, lambda tmp: det.save(tmp, meta=meta))
 
 
 def check_out(out) -> Path:
@@ -305,7 +291,7 @@ def fit_folder(images_dir, model, pretrained=None, *, checkpoint=None, corpus=DE
                          "curve": fitted.curve[CURVE_COLUMNS].to_dict("records"), "temi": asdict(det.temi_.config)},
             "examples": {k: [files[i] for i in v] for k, v in fitted.examples.items()},
             "features": str(feats.path), "text_features": str(text.path)}
-    _save(det, out, meta, overwrite)
+    _save(det, out, meta)
     return fitted
 
 

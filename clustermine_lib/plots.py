@@ -92,6 +92,14 @@ def save(fig, directory, name: str) -> list[Path]:
     return out
 
 
+def _value_axis(ax, axis: str, lo: float, hi: float | None, label: str) -> None:
+    """Limits of a bar chart's value axis; a bar axis that does not start at zero says where it starts
+    (bars are read by their length)."""
+    lo = max(0.0, float(lo))
+    (ax.set_xlim if axis == "x" else ax.set_ylim)(lo, hi)
+    (ax.set_xlabel if axis == "x" else ax.set_ylabel)(label + (f" (axis starts at {lo:.0f})" if lo > 0 else ""))
+
+
 def _legend(ax, ncol: int | None = None):
     """(handles, labels, ncol) of an axis, for a legend below the figure; removes the axis' own legend."""
     h, l = ax.get_legend_handles_labels()
@@ -120,8 +128,8 @@ def compare_bars(cmp: pd.DataFrame, by: str = "method", value: str = "auroc", ti
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     lo = np.nanmin(np.r_[d[value].values, d.get(f"{value}_paper", d[value]).values])
-    ax.set_xlim(max(0, lo - 8), 101 if value == "auroc" else None)
-    ax.set_xlabel({"auroc": "mean AUROC (%)", "fpr95": "mean FPR95 (%)"}.get(value, value))
+    _value_axis(ax, "x", round(lo - 8), 101 if value == "auroc" else None,
+                {"auroc": "mean AUROC (%)", "fpr95": "mean FPR95 (%)"}.get(value, value))
     return _finish(fig, title, simulated, legend=(handles, [h.get_label() for h in handles], 2))
 
 
@@ -196,10 +204,9 @@ def fig4_bars(f4: pd.DataFrame, simulated: bool = False):
                 ax.text(xi, v + 0.4, "ref." if s == id_sets[0] else f"{r:+.1f}%", ha="center", va="bottom",
                         fontsize=6.3, rotation=90)
     lo, hi = np.nanmin(f4["auroc"]), np.nanmax(f4["auroc"])
-    ax.set_ylim(max(0, lo - 10), hi + 9)
+    _value_axis(ax, "y", round(lo - 10), hi + 9, "mean AUROC (%)")
     ax.set_yticks([t for t in ax.get_yticks() if t <= 100])
     ax.set_xticks(x, id_sets)
-    ax.set_ylabel("mean AUROC (%)")
     return _finish(fig, "Fig. 4: mean AUROC per ID test set; on the bars: relative change vs ImageNet", simulated,
                    legend=_legend(ax, len(methods)))
 
@@ -322,11 +329,10 @@ def grouped_bars(d: pd.DataFrame, x: str, title: str, xlabel: str, simulated: bo
             if np.isfinite(v):
                 ax.text(xi, v + 0.2, f"{v:.1f}", ha="center", va="bottom", fontsize=5.8, rotation=90)
     lo, hi = np.nanmin(d[value]), np.nanmax(d[value])
-    ax.set_ylim(max(0, lo - 8), min(101, hi + 6))
+    _value_axis(ax, "y", round(lo - 8), min(101, hi + 6), "mean AUROC (%)")
     ax.set_xticks(xs0, groups)
     if xlabel:
         ax.set_xlabel(xlabel)
-    ax.set_ylabel("mean AUROC (%)")
     return _finish(fig, title, simulated, legend=_legend(ax, min(len(methods), 3)))
 
 

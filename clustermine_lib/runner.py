@@ -210,16 +210,26 @@ class Runner(Pipeline):
             self._cache[k] = torch.from_numpy(self._disk("top1", key, lambda: Pipeline.top1(self).numpy()))
         return self._cache[k]
 
-    def clusters(self, n_clusters: int | None = None) -> torch.Tensor:
+    def _temi_key(self, n_clusters) -> dict:
         config = self.settings.temi_config(n_clusters)
-        k = ("clusters", config.n_clusters)
+        dev = torch.device(self.settings.device).type if self.settings.device else "cpu"
+        return {"train": self._tensor_digest("train", self.bench.train.features), "temi": asdict(config),
+                "device": dev}
+
+    def clusters(self, n_clusters: int | None = None) -> torch.Tensor:
+        c = self.settings.temi_config(n_clusters).n_clusters
+        k = ("clusters", c)
         if k not in self._cache:
-            dev = torch.device(self.settings.device).type if self.settings.device else "cpu"
-            key = {"train": self._tensor_digest("train", self.bench.train.features), "temi": asdict(config),
-                   "device": dev}
-            labels = self._disk("temi", key, lambda: Pipeline.clusters(self, config.n_clusters).numpy())
+            labels = self._disk("temi", self._temi_key(c), lambda: Pipeline.temi(self, c).labels.numpy())
             self._cache[k] = torch.from_numpy(labels).long()
         return self._cache[k]
+
+    def temi_curve(self, n_clusters: int | None = None) -> np.ndarray:
+        """(steps,) TEMI's training loss for C = n_clusters, disk-cached beside its clusters (one fit
+        gives both)."""
+        c = self.settings.temi_config(n_clusters).n_clusters
+        return self._disk("temi", {**self._temi_key(c), "what": "loss curve"},
+                          lambda: Pipeline.temi(self, c).loss_curve.numpy())
 
     def kmeans_clusters(self, n_clusters: int | None = None) -> torch.Tensor:
         c = n_clusters or self.settings.n_clusters

@@ -271,3 +271,16 @@ def test_temi_warns_when_stopped_early():
     with pytest.warns(RuntimeWarning, match=r"stopped before its loss plateaued.*criterion: < 2%.*Raise epochs \(now 4\)"):
         res = fit_temi(x, small_config(epochs=4, lr=1e-3, min_lr=1e-3), progress=False)
     assert not res.converged and res.plateau > PLATEAU_TOL
+
+
+def test_no_spurious_divergence_warning_for_few_clusters():
+    """Two well-separated blobs, C = 2: TEMI is confident; the near-uniform check must not fire (3 / C >= 1)."""
+    import warnings
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(200, 8, generator=g) + 6, torch.randn(200, 8, generator=g) - 6])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = fit_temi(x, TEMIConfig.demo(2, epochs=20, k=5, seed=0), progress=False)
+    assert not [w for w in caught if "did not converge" in str(w.message)]
+    assert r.confidence.mean() > 0.75

@@ -10,8 +10,6 @@ them once (the demo's ``make features``).
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 
 def demo_variants(cfg) -> list[dict]:
     """``notebook.open_benchmark`` keyword sets of every simulated benchmark the demo notebooks load: the
@@ -20,7 +18,7 @@ def demo_variants(cfg) -> list[dict]:
     from ..corpus import DEFAULT_PREPROCESS
     from ..simulate import SimConfig
     from .corpora_table3 import CORPORA
-    from .model_scaling_fig3 import SIM_MODELS
+    from .model_scaling_fig3 import DEMO_MODEL, SIM_MODELS
     from .prompts_fig8 import PROMPT_NAMES
     from .text_preprocessing_table6 import VARIANTS
 
@@ -28,5 +26,5 @@ def demo_variants(cfg) -> list[dict]:
     out += [dict(corpus=c) for c in CORPORA if c != cfg.corpus]
     out += [dict(preprocess=v) for v in VARIANTS if v != DEFAULT_PREPROCESS]
     out += [dict(prompts=p) for p in PROMPT_NAMES if p != cfg.prompts]
-    out += [dict(sim_config=replace(SimConfig.profile("demo"), **m)) for m in SIM_MODELS.values() if m]
+    out += [dict(sim_config=SimConfig.profile(m)) for m in SIM_MODELS if m != DEMO_MODEL]
     return out

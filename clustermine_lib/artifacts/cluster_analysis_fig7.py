@@ -6,15 +6,19 @@ import numpy as np
 import pandas as pd
 
 from .. import analysis
+from ..clustering import PLATEAU_TOL, plateau_ratio
 from ..runner import Runner
 
 
 def fig7_data(run: Runner, c_values) -> pd.DataFrame:
     """Fig. 7: purity (true classes), entropy of top-1 concepts, redundancy ratio and |Y_pos|/C per C,
-    as percentages where the paper uses them."""
+    as percentages where the paper uses them; and whether TEMI reached its loss plateau at each C
+    (``temi_plateau_pct``: how much the last 10 % of the steps lowered the loss, % of its total decrease)."""
     sweep = analysis.cluster_sweep({c: run.clusters(c) for c in c_values}, run.top1(), run.bench.train.labels)
+    plateau = [100 * plateau_ratio(run.temi_curve(c)) for c in sweep["C"]]
     return sweep.assign(purity_pct=100 * sweep.purity, redundancy_pct=100 * sweep.redundancy,
-                        pos_per_cluster_pct=100 * sweep.pos_per_cluster)
+                        pos_per_cluster_pct=100 * sweep.pos_per_cluster, temi_plateau_pct=plateau,
+                        temi_converged=[p < 100 * PLATEAU_TOL for p in plateau])
 
 
 NO_ELBOW = "no elbow: the heuristic needs >= 3 values of C"

@@ -1,8 +1,6 @@
 """Notebook 07, Fig. 3: the methods across CLIP models (demo: SIMULATED models, not CLIP weights)."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pandas as pd
 
 from .. import paper
@@ -12,13 +10,11 @@ from ..runner import Runner
 from ..tables import with_means
 
 METHODS = ("MCM", "NegLabel", "PosMine", "ClusterMine")
-# demo: SIMULATED "models" = simulated feature spaces of different dimension and per-image noise. They
+# demo: SIMULATED "models" = ``SimConfig`` profiles whose image clutter is scaled so that zero-shot top-1
+# matches each real CLIP model's published value (``simulate.MODEL_CLUTTER``, docs/simulation.md). They
 # stand in for CLIP weights of different quality; they are NOT CLIP weights.
-SIM_MODELS = {
-    "sim-D128-noisy": dict(dim=128, noise=0.6),
-    "sim-D256 (demo)": dict(),
-    "sim-D256-clean": dict(noise=0.4),
-}
+SIM_MODELS = ("clip-b16-openai", "clip-l14-openai", "clip-h14-dfn5b")  # weakest, middle, the demo (of simulate.MODEL_CLUTTER)
+DEMO_MODEL = "clip-h14-dfn5b"  # the demo benchmark itself (stands for the paper's ViT-H-14 dfn5b)
 
 
 def fig3_models(cfg: Config) -> list[str]:
@@ -57,13 +53,15 @@ def check_fig3_features(cfg: Config, models=None) -> list[str]:
 
 def fig3(cfg: Config, models=None, methods=METHODS) -> pd.DataFrame:
     """Fig. 3: mean AUROC over the 6 OOD sets per model and method (models sorted by ClusterMine).
-    demo: SIMULATED models (``SIM_MODELS``: feature dimension and per-image noise), NOT CLIP weights."""
+    demo: SIMULATED models (``SIM_MODELS``: the demo with its clutter fitted to each model's zero-shot
+    accuracy), NOT CLIP weights."""
     from ..simulate import SimConfig
 
     parts = []
     for name in models or fig3_models(cfg):
         if cfg.demo:
-            bench, kind = open_benchmark(cfg, sim_config=replace(SimConfig.profile("demo"), **SIM_MODELS[name])), "simulated"
+            sim = None if name == DEMO_MODEL else SimConfig.profile(name)
+            bench, kind = open_benchmark(cfg, sim_config=sim), "simulated"
         else:
             bench, kind = open_benchmark(cfg, model=name, pretrained=None), "CLIP"
         t = with_means(Runner.from_config(bench, cfg).table(methods), OOD_SETS)

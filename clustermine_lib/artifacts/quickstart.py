@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .. import analysis
+from ..clustering import PLATEAU_TOL, plateau_ratio
 from ..runner import Runner, subsample
 from ..tables import with_means
 
@@ -58,6 +59,17 @@ def score_table(run: Runner, methods=("MCM", "PosMine", "ClusterMine"), sets=("t
     parts = [pd.DataFrame({"method": m, "set": run.feature_set(s).name, "score": run.scores(m, s)})
              for m in methods for s in sets]
     return pd.concat(parts, ignore_index=True)
+
+
+def temi_convergence(run: Runner) -> pd.DataFrame:
+    """TEMI's training loss at 10 / 50 / 90 / 100 % of its steps and the plateau criterion (the last 10 %
+    of the steps lower the loss by less than 2 % of its total decrease), at this run's C."""
+    curve = run.temi_curve()
+    at = {f"loss at {p} %": float(curve[max(0, round(p / 100 * len(curve)) - 1)]) for p in (10, 50, 90, 100)}
+    plateau = 100 * plateau_ratio(curve)
+    return pd.DataFrame([{"C": run.settings.n_clusters, "steps": len(curve), **at,
+                          "last 10 % of steps lower the loss by (% of total)": round(plateau, 2),
+                          "converged (< 2 %)": plateau < 100 * PLATEAU_TOL}]).round(3)
 
 
 def quickstart_table(run: Runner, methods=("MCM", "PosMine", "ClusterMine")) -> pd.DataFrame:
