@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from clustermine_lib import clustering, dense, mining, scoring  # noqa: E402
+from clustermine_lib import clustering, dense, knn, mining, scoring  # noqa: E402
 from benchmarks import official_way  # noqa: E402
 from clustermine_lib.fileio import atomic_write  # noqa: E402
 from clustermine_lib.validation import check_features, check_positive  # noqa: E402
@@ -382,7 +382,7 @@ def _mem_op(op: str, n: int, k: int, d: int, p: int, extra: dict):
         return lambda: fn(img, pos, neg, 0.01, extra.get("groups", 100))
     if op == "knn":
         x = unit_rows(n, d, cpu, 1)
-        return lambda: clustering.knn_indices(x, k=extra.get("kk", 50))
+        return lambda: knn.knn_indices(x, k=extra.get("kk", 50))
     if op == "temi":
         x = unit_rows(n, d, cpu, 1)
         knn = torch.randint(0, n, (n, 50), generator=torch.Generator().manual_seed(0))
@@ -842,7 +842,7 @@ def section_knn(tab: Table, args, device, ns, d, mem_ns):
     for n in ns:
         x = unit_rows(n, d, device, 1)
         flop = 2.0 * n * n * d
-        t, _ = best_of(lambda x=x: clustering.knn_indices(x, k=50), args.reps, device)
+        t, _ = best_of(lambda x=x: knn.knn_indices(x, k=50), args.reps, device)
         per[n] = t
         rate = flop / t / 1e9
         tab.add("E", "knn_indices k=50 (library)", f"N={n} D={d} chunk_size=4096", t, rate,

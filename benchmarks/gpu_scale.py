@@ -29,7 +29,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from clustermine_lib import dense, scoring  # noqa: E402
-from clustermine_lib.clustering import TEMIConfig, fit_temi, knn_indices  # noqa: E402
+from clustermine_lib.clustering import TEMIConfig, fit_temi  # noqa: E402
+from clustermine_lib.knn import knn_indices  # noqa: E402
 from clustermine_lib.datasets import DATASETS  # noqa: E402
 from clustermine_lib.fileio import atomic_write  # noqa: E402
 from clustermine_lib.models import default_device  # noqa: E402

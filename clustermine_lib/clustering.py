@@ -25,7 +25,7 @@ from .dense import LSE_FLOOR
 from .knn import knn_indices
 from .validation import check_matrix
 
-__all__ = ["knn_indices", "TEMIConfig", "TEMIResult", "fit_temi", "temi_head_losses", "plateau_ratio",
+__all__ = ["TEMIConfig", "TEMIResult", "fit_temi", "temi_head_losses", "plateau_ratio",
            "PLATEAU_TAIL", "PLATEAU_TOL"]
 
 # Convergence criterion, checked on every run: the last PLATEAU_TAIL of the steps lower the loss by

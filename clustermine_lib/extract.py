@@ -50,8 +50,6 @@ from .feature_store import (DEFAULT_SHARD_SIZE, DTYPES, FORMAT_VERSION, CacheErr
                             run_shards, save_shard)
 from .fileio import atomic_write, content_hash, write_json
 from .models import preprocess_config
-from .text_features import (TextFeatures, extract_text_features, load_text_features, prompt_templates,  # noqa: F401
-                            text_expect, text_key)  # their home is text_features; importable from here too
 
 DEFAULT_MAX_SKIPPED = 0.01  # share of a dataset's images that may be unreadable before extraction fails
 
@@ -334,7 +332,7 @@ def cached_knn(model, pretrained=None, dataset: str = "imagenet-train", k: int =
                cache_dir=None, chunk_size: int = 4096, device=None, progress: bool = False,
                overwrite: bool = False, dtype: str | None = None) -> torch.Tensor:
     """(N, k) long indices of each cached image feature's k nearest neighbours (self excluded),
-    computed once by ``clustering.knn_indices`` and stored next to the features. Rows follow the
+    computed once by ``knn.knn_indices`` and stored next to the features. Rows follow the
     cached feature rows. Verified when read (key of the features it was made from, shape, index range,
     checksum); recomputed when those features changed or the file is damaged (said on stderr)."""
     if not isinstance(k, int) or k < 1:
@@ -352,7 +350,7 @@ def cached_knn(model, pretrained=None, dataset: str = "imagenet-train", k: int =
             return _verified_knn(path, khash, n, k)
         except CacheError as e:
             note(f"{e}; recomputing it")
-    from .clustering import knn_indices  # lazily: clustering is optional for feature extraction
+    from .knn import knn_indices
 
     knn = knn_indices(feats.features, k=k, chunk_size=chunk_size, device=device, progress=progress).cpu().long()
     save_shard(path, {"knn": knn}, {"key_hash": khash, "key": key})

@@ -85,7 +85,7 @@ def text_command(ref: ModelRef, tag: str, prompts, cache_dir=None, data_root=Non
             for pre in PREPROCESS:
                 if tag == corpus_cache_name(corpus, pre):
                     return make_command(ref, [], corpus, prompts, data_root, cache_dir, pre)
-    return (f"(a custom Corpus or prompt list has no make target) extract.extract_text_features("
+    return (f"(a custom Corpus or prompt list has no make target) text_features.extract_text_features("
             f"model, pretrained, names, name={tag!r}, prompts=...)")
 
 

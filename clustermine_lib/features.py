@@ -15,9 +15,9 @@ import sys
 from .benchmark import OOD_SETS, Benchmark
 from .corpus import DEFAULT_CORPUS, DEFAULT_PREPROCESS
 from .datasets import resolve_dataset
-from .extract import ModelRef, load_image_features
-from .feature_check import (CLASS_TEXT, check_cached, make_command, missing_caches, missing_message,  # noqa: F401
-                            text_caches, text_command, variant)
+from .encoder import ModelRef
+from .extract import load_image_features
+from .feature_check import CLASS_TEXT, missing_caches, missing_message, text_caches, variant
 from .models import DEFAULT_MODEL
 from .prompts import DEFAULT_PROMPTS
 from .text_features import load_text_features, prompt_templates

@@ -165,7 +165,7 @@ class Config:
         if self.demo:
             return "simulated"
         if "_model_id" not in self.__dict__:
-            from .extract import ModelRef
+            from .encoder import ModelRef
 
             self.__dict__["_model_id"] = ModelRef.resolve(self.model, self.pretrained, self.checkpoint, "cpu").model_id
         return self.__dict__["_model_id"]
@@ -295,13 +295,13 @@ def check_feature_files(cfg: Config, variants: Iterable[dict], datasets=None, mo
     stops in its first cells, not after minutes of work. demo: nothing to check."""
     if cfg.demo:
         return None
-    from . import features
+    from . import feature_check
     from .corpus import Corpus
     from .datasets import GROUPS
 
     text = [{"corpus": v.get("corpus", cfg.corpus), "preprocess": v.get("preprocess", DEFAULT_PREPROCESS),
              "prompts": v.get("prompts", cfg.prompts)} for v in variants]
-    features.check_cached(model or cfg.model, None if model else cfg.pretrained,
+    feature_check.check_cached(model or cfg.model, None if model else cfg.pretrained,
                           checkpoint=None if model else cfg.checkpoint, datasets=tuple(datasets or GROUPS["paper"]),
                           text=[t for t in text if not isinstance(t["corpus"], Corpus)],
                           cache_dir=cfg.cache_dir, data_root=cfg.data_root)

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .clustering import TEMIConfig, fit_temi, knn_indices
+from .clustering import TEMIConfig, fit_temi
+from .knn import knn_indices
 from .corpus import DEFAULT_CORPUS, Corpus, resolve_corpus
 from .detector import ClusterMine
 from .fileio import atomic_write, content_hash

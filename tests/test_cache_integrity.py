@@ -26,7 +26,7 @@ from clustermine_lib import datasets as D  # noqa: E402
 from clustermine_lib import encoder as ENC  # noqa: E402
 from clustermine_lib import extract as E  # noqa: E402
 from clustermine_lib import feature_store as S  # noqa: E402
-from clustermine_lib import features as F  # noqa: E402
+from clustermine_lib import feature_check, features as F  # noqa: E402
 from clustermine_lib import features_cli as FC  # noqa: E402
 from clustermine_lib import models as M  # noqa: E402
 from clustermine_lib import text_features as T  # noqa: E402
@@ -87,7 +87,7 @@ def test_text_features_after_template_change_are_refused_then_rebuilt(tiny, tmp_
         _load_text(tiny, tmp_path)
     msg = str(err.value)
     assert "float32.meta.json" in msg and "made from other prompt templates" in msg and "a drawing of" in msg
-    assert "rebuild it with: (a custom Corpus or prompt list has no make target) extract.extract_text_features(" in msg
+    assert "rebuild it with: (a custom Corpus or prompt list has no make target) text_features.extract_text_features(" in msg
     new = _text(tiny, tmp_path)  # the key changed: recomputed, switched
     assert not torch.allclose(old.features, new.features)
     assert torch.equal(_load_text(tiny, tmp_path).features, new.features)
@@ -166,7 +166,7 @@ def test_damaged_shard_is_named_on_load_and_recomputed_on_rerun(tiny, tmp_path, 
     assert "make features" in msg and "DATASET=imagenet-train" in msg
     if damage == "truncate":  # found from the header alone: check_cached lists it too
         with pytest.raises(FileNotFoundError, match=shard.name):
-            F.check_cached(TINY, checkpoint=tiny["ckpt"], datasets=["imagenet-train"], cache_dir=tmp_path)
+            feature_check.check_cached(TINY, checkpoint=tiny["ckpt"], datasets=["imagenet-train"], cache_dir=tmp_path)
     computed = _count_image_shards(monkeypatch)
     capsys.readouterr()
     again = E.extract_image_features(TINY, None, "imagenet-train", **kw)  # what `make features` runs

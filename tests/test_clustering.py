@@ -238,12 +238,6 @@ def test_knn_queries_against_a_reference_set():
     assert torch.allclose(sims.gather(1, got), sims.topk(4, dim=1).values)
 
 
-def test_clustering_reexports_knn_indices():
-    from clustermine_lib import clustering, knn
-
-    assert clustering.knn_indices is knn.knn_indices
-
-
 # ---------------------------------------------------------------- convergence
 def test_plateau_ratio_known_curves():
     t = torch.arange(1000.0)

@@ -23,7 +23,7 @@ from clustermine_lib import datasets as D  # noqa: E402
 from clustermine_lib import encoder as ENC  # noqa: E402
 from clustermine_lib import extract as E  # noqa: E402
 from clustermine_lib import feature_store as S  # noqa: E402
-from clustermine_lib import features as F  # noqa: E402
+from clustermine_lib import feature_check, features as F  # noqa: E402
 from clustermine_lib import models as M  # noqa: E402
 from clustermine_lib import text_features as T  # noqa: E402
 from clustermine_lib.benchmark import Benchmark  # noqa: E402
@@ -293,7 +293,7 @@ def test_check_cached_lists_every_missing_cache_with_its_command(tiny, tmp_path)
     T.extract_text_features(TINY, None, corpus.names, name="toy", prompts="basic", checkpoint=tiny["ckpt"],
                             cache_dir=tmp_path, progress=False)
     with pytest.raises(FileNotFoundError) as err:
-        F.check_cached(TINY, checkpoint=tiny["ckpt"], datasets=["NINCO", "ImageNet-O"], cache_dir=tmp_path,
+        feature_check.check_cached(TINY, checkpoint=tiny["ckpt"], datasets=["NINCO", "ImageNet-O"], cache_dir=tmp_path,
                        data_root=tiny["data"], text=[dict(corpus=corpus, prompts="basic"),
                                                      dict(corpus="wordnet-n", prompts="ming-5")])
     msg = str(err.value)
@@ -307,11 +307,11 @@ def test_check_cached_lists_every_missing_cache_with_its_command(tiny, tmp_path)
                        "  - text features of wordnet-n-dedup-1-lemma x ming-5",
                        "  - text features of imagenet-classes x ming-5"]
     assert sum("to make them: make features" in ln for ln in lines) == 3
-    assert F.check_cached(TINY, checkpoint=tiny["ckpt"], datasets=["NINCO"], cache_dir=tmp_path) is None
+    assert feature_check.check_cached(TINY, checkpoint=tiny["ckpt"], datasets=["NINCO"], cache_dir=tmp_path) is None
     with pytest.raises(FileNotFoundError, match=r"(?s)image features of IN-O.*make features .*DATASET=IN-O"):
         E.load_image_features(TINY, None, "IN-O", checkpoint=tiny["ckpt"], cache_dir=tmp_path)
     with pytest.raises(ValueError, match="text variants take the keys"):
-        F.check_cached(TINY, checkpoint=tiny["ckpt"], text=[dict(prompt="basic")], cache_dir=tmp_path)
+        feature_check.check_cached(TINY, checkpoint=tiny["ckpt"], text=[dict(prompt="basic")], cache_dir=tmp_path)
 
 
 # ----------------------------------------------------------------------------- `make features`

@@ -36,13 +36,13 @@ def check_fig3_features(cfg: Config, models=None) -> list[str]:
         if unknown:
             raise ValueError(f"Unknown simulated models {unknown}; the demo has {list(SIM_MODELS)}.")
         return list(models or fig3_models(cfg))
-    from .. import features
+    from .. import feature_check
     from ..datasets import GROUPS
 
     missing = []
     for key in models or fig3_models(cfg):
         try:
-            features.check_cached(key, datasets=GROUPS["paper"], cache_dir=cfg.cache_dir, data_root=cfg.data_root)
+            feature_check.check_cached(key, datasets=GROUPS["paper"], cache_dir=cfg.cache_dir, data_root=cfg.data_root)
         except FileNotFoundError as e:
             missing.append(str(e))
     if missing:
