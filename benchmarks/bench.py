@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from clustermine_lib import clustering, dense, knn, mining, scoring  # noqa: E402
+from clustermine_lib import clustering, dense, knn, mining, scoring, temi_loss  # noqa: E402
 from benchmarks import official_way  # noqa: E402
 from clustermine_lib.fileio import atomic_write  # noqa: E402
 from clustermine_lib.validation import check_features, check_positive  # noqa: E402
@@ -256,8 +256,8 @@ def temi_step(student, teacher, pk, opt, xb, cfg, lr, m):
         pt = torch.cat([F.softmax(clustering._forward(t, xb, cfg.teacher_temp), dim=-1) for t in teacher])
         pk.mul_(cfg.prior_momentum).add_(pt.mean(dim=1), alpha=1 - cfg.prior_momentum)
     if len(student) == 1:  # batched: all heads in one bmm per layer (the library path)
-        losses = clustering._temi_losses(clustering._forward(student[0], xb, cfg.student_temp), pt, pk, cfg.beta)
-    else:  # per-head loop: same maths as _temi_losses, head by head (weight = mean over ALL heads)
+        losses = temi_loss.temi_losses(clustering._forward(student[0], xb, cfg.student_temp), pt, pk, cfg.beta)
+    else:  # per-head loop: same maths as temi_loss.temi_losses, head by head (weight = mean over ALL heads)
         with torch.no_grad():
             weight = (pt[:, :b] * pt[:, b:]).sum(-1).mean(0).repeat(2)
         per = []

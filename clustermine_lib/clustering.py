@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .dense import LSE_FLOOR
 from .knn import knn_indices
+from .temi_loss import temi_losses
 from .validation import check_matrix
 
-__all__ = ["TEMIConfig", "TEMIResult", "fit_temi", "temi_head_losses", "plateau_ratio",
+__all__ = ["TEMIConfig", "TEMIResult", "fit_temi", "plateau_ratio",
            "PLATEAU_TAIL", "PLATEAU_TOL"]
 
 # Convergence criterion, checked on every run: the last PLATEAU_TAIL of the steps lower the loss by
@@ -229,87 +229,6 @@ def _forward(p: dict, x: torch.Tensor, temp: float = 1.0) -> torch.Tensor:
     return torch.bmm(z, w)                                     # (H, B, C), cosine * g / temp
 
 
-def temi_head_losses(student_logits: torch.Tensor, teacher_probs: torch.Tensor, pk: torch.Tensor,
-                     beta: float = 0.6, student_temp: float = 0.1) -> torch.Tensor:
-    """Per-head TEMI loss for a batch of neighbour pairs, all heads at once.
-
-    student_logits: (H, 2B, C) raw logits; rows [:B] are the images x, rows [B:] their neighbours x'.
-    teacher_probs: (H, 2B, C) teacher probabilities (already softmaxed), same row layout.
-    pk: (H, C) per-head cluster prior (already updated with this batch, as officially).
-    Returns (H,) losses.
-
-    loss_h = -1/2 sum over the two cross views (s on x', t on x) and (s on x, t on x') of
-        mean_b  w_b * log sum_k (p_s,k p_t,k)^beta / pk_k
-    with w_b = mean over heads of sum_k p_t(x)_k p_t(x')_k (teacher agreement, no gradient):
-    pairs the heads agree on count more, likely false-positive neighbours count less.
-
-    Evaluated in log space, with log p_s = s/T - lse(s/T):
-        log sum_k (p_s,k p_t,k)^beta / pk_k = lse_k(beta s_k/T + a_k) - beta lse(s/T),
-        a = beta log p_t - log pk  (constant w.r.t. the student).
-    Mathematically the official form, but only two logsumexps touch the (H, 2B, C) student tensor
-    (the CPU demo is bound by these passes), and underflowing probabilities cannot produce the
-    inf * 0 = NaN gradient that (p_s p_t)^beta has at 0.
-    """
-    return _temi_losses(student_logits / student_temp, teacher_probs, pk, beta)
-
-
-def _temi_losses(s: torch.Tensor, teacher_probs: torch.Tensor, pk: torch.Tensor, beta: float,
-                 teacher_log_probs: torch.Tensor | None = None) -> torch.Tensor:
-    """``temi_head_losses`` with the student logits already divided by the temperature.
-
-    teacher_log_probs: log of ``teacher_probs`` when the caller has it exactly (log_softmax of the
-    teacher logits); otherwise ``teacher_probs.log()``, -inf where a probability underflowed.
-    """
-    b = s.shape[1] // 2
-    with torch.no_grad():
-        pt = teacher_probs
-        log_pt = pt.log() if teacher_log_probs is None else teacher_log_probs
-        weight = (pt[:, :b] * pt[:, b:]).sum(-1).mean(0).repeat(2)      # (2B,)
-        a = torch.empty_like(log_pt)  # student row of x meets teacher of x', and back:
-        torch.mul(log_pt[:, b:], beta, out=a[:, :b])                    # a = beta log p_t - log pk
-        torch.mul(log_pt[:, :b], beta, out=a[:, b:])                    # (H, 2B, C)
-        a.sub_(pk.log().unsqueeze(1))
-    return -(weight * _LogPMI.apply(s, a, beta)).mean(dim=1)
-
-
-class _LogPMI(torch.autograd.Function):
-    """(s, a, beta) -> lse(beta s + a) - beta lse(s) over the last dim, (H, 2B, C) -> (H, 2B).
-
-    The gradient w.r.t. s is beta (softmax(beta s + a) - softmax(s)); both softmaxes are kept from
-    the forward pass, so backward is two passes over the (H, 2B, C) tensors instead of autograd's
-    chain through add / sub / exp / sum twice (the CPU demo is bound by these passes).
-    ``a`` gets no gradient.
-    """
-
-    @staticmethod
-    def forward(ctx, s, a, beta):
-        e_u, sum_u, lse_u = _exp_rows_(torch.add(a, s, alpha=beta))
-        e_s, sum_s, lse_s = _exp_rows_(s.clone())
-        ctx.save_for_backward(e_u, sum_u, e_s, sum_s)
-        ctx.beta = beta
-        return lse_u - beta * lse_s
-
-    @staticmethod
-    def backward(ctx, grad):
-        e_u, sum_u, e_s, sum_s = ctx.saved_tensors
-        g = grad.unsqueeze(-1) * ctx.beta
-        return (e_u * (g / sum_u)).addcmul_(e_s, g / -sum_s), None, None
-
-
-def _exp_rows_(x: torch.Tensor):
-    """Overwrite x (..., C) with exp(x - rowmax), floored; return it, its row sums and logsumexp.
-
-    Terms more than 80 below the row's max are floored at exp(-80) (``dense.LSE_FLOOR``): they
-    change a sum by < 1e-30 relative, and it keeps ``exp`` off its slow path: on CPU, exp of an
-    argument below about -87 (a denormal or zero result, or -inf) is 20-40x slower than of a
-    normal one, and TEMI's sharp teachers put most of a row there.
-    """
-    m = x.amax(dim=-1, keepdim=True)
-    e = x.sub_(m).clamp_min_(LSE_FLOOR).exp_()
-    total = e.sum(dim=-1, keepdim=True)
-    return e, total, total.log().add_(m).squeeze(-1)
-
-
 def _cosine(it: int, total: int, warmup: int, start: float, end: float) -> float:
     """Linear warm-up from 0 to ``start`` over ``warmup`` iters, then cosine ``start`` -> ``end``."""
     if it < warmup:
@@ -405,7 +324,7 @@ def fit_temi(features, config: TEMIConfig | None = None, knn=None, device=None,
                 t = _forward(teacher, xb, cfg.teacher_temp)  # (H, 2B, C)
                 pt, log_pt = F.softmax(t, dim=-1), F.log_softmax(t, dim=-1)
                 pk.mul_(cfg.prior_momentum).add_(pt.mean(dim=1), alpha=1 - cfg.prior_momentum)
-            losses = _temi_losses(_forward(student, xb, cfg.student_temp), pt, pk, cfg.beta, log_pt)
+            losses = temi_losses(_forward(student, xb, cfg.student_temp), pt, pk, cfg.beta, log_pt)
             opt.zero_grad(set_to_none=True)
             losses.mean().backward()
             if epoch < cfg.freeze_last_layer_epochs:

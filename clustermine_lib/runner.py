@@ -32,11 +32,11 @@ ID_TEST = "ImageNet"  # name of the ID test set in every Benchmark (simulated or
 # The modules whose source decides each kind of cached value: editing one recomputes that kind only.
 _CODE_MODULES = {
     "top1": ("dense",),
-    "temi": ("clustering", "knn"),
+    "temi": ("clustering", "knn", "temi_loss"),
     "kmeans": ("analysis",),
-    "mined": ("analysis", "clustering", "dense", "experiments", "knn", "methods", "mining"),
+    "mined": ("analysis", "clustering", "dense", "experiments", "knn", "methods", "mining", "temi_loss"),
     "scores": ("analysis", "clustering", "dense", "experiments", "knn", "mahalanobis", "methods", "metrics",
-               "mining", "plp", "scoring"),
+               "mining", "plp", "scoring", "temi_loss"),
 }
 
 

@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import adjusted_rand_score
 
-from clustermine_lib.clustering import (PLATEAU_TOL, TEMIConfig, _forward, _init_heads, fit_temi, plateau_ratio,
-                                        temi_head_losses)
+from clustermine_lib.clustering import PLATEAU_TOL, TEMIConfig, _forward, _init_heads, fit_temi, plateau_ratio
+from clustermine_lib.temi_loss import temi_head_losses
 from clustermine_lib.knn import knn_indices
 
 
