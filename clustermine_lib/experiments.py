@@ -24,6 +24,7 @@ from .plp import PLP_DEMO_EPOCHS, PLP_EPOCHS, plp_pseudo_labels
 from .validation import check_positive
 
 PAPER_IMAGES_PER_CLASS = 1281  # ImageNet-1K train images per class, on average
+C_PER_CLASS = 4  # the paper's C = 4000 for 1000 classes: the simulated benchmark's C is 4 x its classes
 
 
 ENERGY_LOGITS = ("cosine", "scaled")
@@ -98,7 +99,7 @@ class Settings:
             return cls(**overrides)
         n_classes = len(bench.class_names)
         per_class = len(bench.train) / n_classes
-        c = overrides.pop("n_clusters", 4 * n_classes)
+        c = overrides.pop("n_clusters", C_PER_CLASS * n_classes)
         base = dict(m=max(2, round(cls.m * per_class / PAPER_IMAGES_PER_CLASS)), n_clusters=c,
                     temi=TEMIConfig.demo(c, seed=overrides.get("seed", 0)), plp_epochs=PLP_DEMO_EPOCHS)
         return cls(**{**base, **overrides})

@@ -175,10 +175,11 @@ class Config:
         """``<model id>/<corpus>.<prompts>.seed<seed>[.C..][.M..][.K..][.tau..][.max_eval..][.x<hash>]``: the
         folder of this run's outputs, so that runs with other weights, corpus, prompts, seed or parameters
         (papermill sweeps included) never overwrite each other. ``x<hash>`` covers the notebook's own
-        parameters when any differs from its default (``None``)."""
+        parameters when any is set from outside (papermill ``-p``, i.e. ``make ... NB_ARGS=``)."""
         tags = [f"{self.corpus}.{self.prompts}.seed{self.seed}"]
         tags += [f"{n}{getattr(self, n)}" for n in ("C", "M", "K", "tau", "max_eval") if getattr(self, n) is not None]
-        own = {k: v for k, v in sorted(self.extra.items()) if not k.startswith("_") and v is not None}
+        injected = self.extra.get("_injected", ())
+        own = {k: v for k, v in sorted(self.extra.items()) if k in injected}
         if own:
             tags.append("x" + content_hash(own, size=4))
         return f"{self.model_id}/{'.'.join(tags)}"
@@ -251,7 +252,7 @@ def check_parameters(namespace: dict, declared: Iterable[str] | None = None,
     values = {n: namespace[n] for n in declared}
     common = {k: v for k, v in values.items() if k in _CONFIG_FIELDS}
     extra = {k: v for k, v in values.items() if k not in _CONFIG_FIELDS}
-    return Config(**common, extra={**extra, "_t0": time.time()})
+    return Config(**common, extra={**extra, "_t0": time.time(), "_injected": tuple(injected)})
 
 
 # ================================================================================================

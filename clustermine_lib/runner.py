@@ -220,16 +220,22 @@ class Runner(Pipeline):
         c = self.settings.temi_config(n_clusters).n_clusters
         k = ("clusters", c)
         if k not in self._cache:
-            labels = self._disk("temi", self._temi_key(c), lambda: Pipeline.temi(self, c).labels.numpy())
+            labels = self._disk("temi", self._temi_key(c), lambda: self._fit_temi(c).labels.numpy())
             self._cache[k] = torch.from_numpy(labels).long()
         return self._cache[k]
+
+    def _fit_temi(self, c: int):
+        """One TEMI fit; its loss curve goes to the disk cache at once, beside the clusters."""
+        result = Pipeline.temi(self, c)
+        self._disk("temi", {**self._temi_key(c), "what": "loss curve"}, lambda: result.loss_curve.numpy())
+        return result
 
     def temi_curve(self, n_clusters: int | None = None) -> np.ndarray:
         """(steps,) TEMI's training loss for C = n_clusters, disk-cached beside its clusters (one fit
         gives both)."""
         c = self.settings.temi_config(n_clusters).n_clusters
         return self._disk("temi", {**self._temi_key(c), "what": "loss curve"},
-                          lambda: Pipeline.temi(self, c).loss_curve.numpy())
+                          lambda: self._fit_temi(c).loss_curve.numpy())
 
     def kmeans_clusters(self, n_clusters: int | None = None) -> torch.Tensor:
         c = n_clusters or self.settings.n_clusters

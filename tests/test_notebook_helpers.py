@@ -294,9 +294,11 @@ def test_every_parameter_that_changes_a_number_names_the_output_folder(tmp_path)
     base = N.Config(output_dir=str(tmp_path))
     names = {N.Config(output_dir=str(tmp_path), **kw).results_dir for kw in (
         {}, {"seed": 1}, {"corpus": "wordnet-n"}, {"prompts": "basic"}, {"C": 2000}, {"K": 40_000},
-        {"extra": {"k_values": [1000, None]}}, {"profile": "paper"}, {"profile": "paper", "model": "ViT-B-16",
+        {"extra": {"k_values": [1000, None], "_injected": ("k_values",)}}, {"profile": "paper"}, {"profile": "paper", "model": "ViT-B-16",
                                                                         "pretrained": "openai"})}
     assert len(names) == 9 and base.results_dir == N.Config(output_dir=str(tmp_path), extra={"_t0": 1.0}).results_dir
+    # a notebook's own parameter at its declared value (not injected) does not rename the run
+    assert base.results_dir == N.Config(output_dir=str(tmp_path), extra={"pos_corpus_name": "POS-NA"}).results_dir
     assert N.Config(profile="paper").run_columns()["simulated"] is False and base.run_columns()["simulated"] is True
 
 
@@ -320,3 +322,13 @@ def test_clustering_diagnostics_vote_over_kmeans_and_true_classes(run):
     assert 0 < len(oracle) <= len(run.bench.class_names)
     km = run.kmeans_clusters()
     assert len(km) == len(run.bench.train) and int(km.max()) < run.settings.n_clusters
+
+
+def test_make_data_prepares_every_clustering_the_demo_notebooks_use():
+    from clustermine_lib.artifacts import demo_clusterings
+
+    pairs = demo_clusterings(N.Config())
+    cs = sorted({c for kw, c in pairs if not kw})
+    assert cs[0] == 200 and cs[-1] == 8 * 200 and 800 in cs and 240 in cs  # 1x-8x, default, Table 4's 1.2x
+    assert set(N.SWEEPS["demo"]["c_values"]) <= set(cs)
+    assert sum(1 for kw, _ in pairs if kw) == 2  # the two other simulated models of Fig. 3

@@ -5,8 +5,9 @@ function takes a ``runner.Runner`` (or a ``notebook.Config`` when the artifact v
 itself) and returns a tidy DataFrame in the long format of ``tables.COLUMNS``. The comparison with the
 paper's numbers is ``paper.compare``; plots are in ``plots``.
 
-``demo_variants`` lists every simulated benchmark the demo notebooks load, so ``make data`` can build
-them once (the demo's ``make features``).
+``demo_variants`` lists every simulated benchmark the demo notebooks load and ``demo_clusterings`` every
+TEMI clustering they use, so ``make data`` can build them once (the demo's ``make features`` and
+clustering run).
 """
 from __future__ import annotations
 
@@ -28,3 +29,19 @@ def demo_variants(cfg) -> list[dict]:
     out += [dict(prompts=p) for p in PROMPT_NAMES if p != cfg.prompts]
     out += [dict(sim_config=SimConfig.profile(m)) for m in SIM_MODELS if m != DEMO_MODEL]
     return out
+
+
+def demo_clusterings(cfg) -> list[tuple[dict, int]]:
+    """``(open_benchmark keywords, C)`` of every TEMI clustering the demo notebooks run: the sweep of Fig. 6 /
+    Fig. 7 (which holds the default C), Table 4's C = 1.2 x the classes, and Fig. 3's simulated models at
+    the default C. The images, hence the clusters, do not depend on the corpus, prompts or pre-processing."""
+    from ..experiments import C_PER_CLASS
+    from ..simulate import SimConfig
+    from .equal_size_positives_table4 import C_SMALL_PER_CLASS
+    from .model_scaling_fig3 import DEMO_MODEL, SIM_MODELS
+
+    n_classes = SimConfig.profile("demo").n_classes
+    default_c = C_PER_CLASS * n_classes
+    sweep = sorted(set(cfg.sweep("c_values")) | {default_c, round(C_SMALL_PER_CLASS * n_classes)})
+    return [({}, c) for c in sweep] + [(dict(sim_config=SimConfig.profile(m)), default_c)
+                                       for m in SIM_MODELS if m != DEMO_MODEL]
