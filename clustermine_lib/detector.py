@@ -58,10 +58,6 @@ class _LabelMiner:
         mined = self._mine(train_features, self.top1_, corpus)
         if self.neg_k is not None:  # combined positive + negative mining (section 3.2, end)
             mined = mining.prune_negatives(mined, corpus_text, self.neg_k, budget=self.budget, device=self.device)
-        if len(mined.neg) == 0:
-            raise ValueError(f"{type(self).__name__} left no negative labels (corpus {corpus.name!r} has "
-                             f"{len(corpus)} concepts, all mined as positives): Eq. 1 would score every image "
-                             "1; use a larger corpus.")
         self.mined_ = mined
         self.pos_text_ = corpus_text[mined.pos]
         self.neg_text_ = corpus_text[mined.neg]

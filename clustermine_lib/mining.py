@@ -53,6 +53,9 @@ def _mined(method, pos, counts, corpus: Corpus, params) -> Mined:
     if len(pos) == 0:
         hint = "lower M" if method == "PosMine" else "check the clustering (C) and the corpus"
         raise ValueError(f"{method} mined no positive labels ({params}); {hint}.")
+    if len(pos) == len(corpus):
+        raise ValueError(f"{method} mined every concept of corpus {corpus.name!r} ({len(corpus)}) as positive: "
+                         "no negative labels are left and Eq. 1 would score every image 1; use a larger corpus.")
     order = torch.argsort(pos)
     pos, counts = pos[order], counts[order]
     return Mined(method, pos, complement(pos, len(corpus)), [corpus.names[i] for i in pos.tolist()],

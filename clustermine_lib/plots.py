@@ -205,7 +205,9 @@ def fig4_bars(f4: pd.DataFrame, simulated: bool = False):
                         fontsize=6.3, rotation=90)
     lo, hi = np.nanmin(f4["auroc"]), np.nanmax(f4["auroc"])
     _value_axis(ax, "y", round(lo - 10), hi + 9, "mean AUROC (%)")
+    limits = ax.get_ylim()
     ax.set_yticks([t for t in ax.get_yticks() if t <= 100])
+    ax.set_ylim(limits)  # set_yticks may widen the axis to a tick below its start
     ax.set_xticks(x, id_sets)
     return _finish(fig, "Fig. 4: mean AUROC per ID test set; on the bars: relative change vs ImageNet", simulated,
                    legend=_legend(ax, len(methods)))

@@ -72,5 +72,5 @@ def test_no_negatives_left_is_an_error(tiny_bench):
 
     b = tiny_bench
     one = Corpus("one", ("dog",), ("",), ("n",))
-    with pytest.raises(ValueError, match="no negative labels"):
+    with pytest.raises(ValueError, match="no negative labels are left"):
         PosMine(m=1).fit(b.train.features, one, b.corpus_text[:1])
