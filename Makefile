@@ -71,7 +71,7 @@ features:  ## extract CLIP features: make features MODEL=.. [PRETRAINED=..|CHECK
 	  -m clustermine_lib.features --model $(MODEL_ARG) $(if $(PRETRAINED),--pretrained $(PRETRAINED)) \
 	  $(if $(CHECKPOINT),--checkpoint $(abspath $(CHECKPOINT))) --dataset $(DATASET) --data-root $(DATA_ROOT) \
 	  --device $(DEVICE) \
-	  --cache-dir $(CACHE_DIR) --corpus $(CORPUS) --prompts $(PROMPTS) $(FEATURE_ARGS)
+	  --cache-dir $(CACHE_DIR) --corpus $(CORPUS_ARG) --prompts $(PROMPTS) $(FEATURE_ARGS)
 
 clean:  ## remove caches (not the venv)
 	rm -rf .cache .pytest_cache
@@ -87,7 +87,7 @@ clean:  ## remove caches (not the venv)
 # PROGRESS; anything else
 # with NB_ARGS (papermill options), e.g. NB_ARGS='-y "k_values: [1000, 40000]"'. A name the notebook does
 # not declare is an error.
-# The executed copy goes to results/$(PROFILE)/notebooks/<run>/ (the committed notebooks stay as they are).
+# The executed copy goes to [OUTPUT_DIR/]results/$(PROFILE)/notebooks/<run>/ (the committed notebooks stay as they are).
 # ---------------------------------------------------------------------------------------------------
 NOTEBOOK_TABLE := \
   quickstart:00_quickstart \
@@ -111,23 +111,26 @@ NOTEBOOK_TABLE := \
   table8:14_plp_table8
 ARTIFACTS := $(foreach p,$(NOTEBOOK_TABLE),$(firstword $(subst :, ,$(p))))
 NOTEBOOKS := $(sort $(foreach p,$(NOTEBOOK_TABLE),$(lastword $(subst :, ,$(p)))))
-# The executed copy goes to results/<profile>/notebooks/<run>/, <run> naming the parameters set on the command
+# The executed copy goes to [OUTPUT_DIR/]results/<profile>/notebooks/<run>/, <run> naming the parameters set on the command
 # line (e.g. MODEL-ViT-B-16.PRETRAINED-openai.C-2000; "default" when none), so runs never overwrite each other.
 space := $(subst ,, )
 _slug_value = $(if $(wildcard $(1)),$(notdir $(1)),$(subst /,_,$(1)))
 NB_RUN_VARS := MODEL PRETRAINED CHECKPOINT CORPUS PROMPTS C M K TAU SEED MAX_EVAL
 NB_RUN = $(or $(subst $(space),.,$(strip $(foreach v,$(NB_RUN_VARS),$(if $(call _set,$(v)),$(v)-$(call _slug_value,$($(v))))))),default)$(if $(NB_ARGS),.args-$(shell printf '%s' "$(NB_ARGS)" | md5sum | cut -c1-8))
-NB_OUT = results/$(PROFILE)/notebooks/$(NB_RUN)
+NB_ROOT = $(if $(call _set,OUTPUT_DIR),$(abspath $(OUTPUT_DIR))/)
+NB_OUT = $(NB_ROOT)results/$(PROFILE)/notebooks/$(NB_RUN)
 PAPERMILL := $(VENV)/bin/papermill
 NB_KERNEL := python3
 # make variable -> notebook parameter (passed only when set on the command line or in the environment)
-NB_VARS := PRETRAINED:pretrained CORPUS:corpus PROMPTS:prompts C:C M:M K:K TAU:tau SEED:seed \
+NB_VARS := PRETRAINED:pretrained PROMPTS:prompts C:C M:M K:K TAU:tau SEED:seed \
   DEVICE:device MAX_EVAL:max_eval PROGRESS:progress
 NB_PATH_VARS := CHECKPOINT:checkpoint DATA_ROOT:data_root CACHE_DIR:cache_dir OUTPUT_DIR:output_dir
-# a model config file is passed as an absolute path (papermill runs the notebooks in notebooks/)
+# a model config file and a corpus file are passed as absolute paths (papermill runs the notebooks in notebooks/)
 MODEL_ARG = $(if $(wildcard $(MODEL)),$(abspath $(MODEL)),$(MODEL))
+CORPUS_ARG = $(if $(wildcard $(CORPUS)),$(abspath $(CORPUS)),$(CORPUS))
 _set = $(filter command line environment environment override,$(origin $(1)))
 NB_PARAMS = -p profile $(PROFILE) $(if $(call _set,MODEL),-p model '$(MODEL_ARG)') \
+  $(if $(call _set,CORPUS),-p corpus '$(CORPUS_ARG)') \
   $(foreach p,$(NB_VARS),$(if $(call _set,$(firstword $(subst :, ,$(p)))),-p $(lastword $(subst :, ,$(p))) '$($(firstword $(subst :, ,$(p))))')) \
   $(foreach p,$(NB_PATH_VARS),$(if $(call _set,$(firstword $(subst :, ,$(p)))),-p $(lastword $(subst :, ,$(p))) '$(abspath $($(firstword $(subst :, ,$(p)))))')) \
   $(NB_ARGS)
@@ -140,7 +143,7 @@ table1:  ## run an artifact's notebook: make table1..table9 | fig3..fig11 | quic
 $(NB_OUT)/%.ipynb: notebooks/%.ipynb FORCE
 	@mkdir -p $(@D)
 	$(PAPERMILL) --kernel $(NB_KERNEL) --cwd notebooks --log-output $< $@ $(NB_PARAMS)
-	@echo "executed notebook: $@; results and figures: results/$(PROFILE)/<model>/<run>/, figures/$(PROFILE)/<model>/<run>/ (the notebook prints them)"
+	@echo "executed notebook: $@; results and figures: $(NB_ROOT)results/$(PROFILE)/<model>/<run>/, $(NB_ROOT)figures/$(PROFILE)/<model>/<run>/ (the notebook prints them)"
 FORCE:
 
 all:  ## run every notebook (PROFILE=demo|paper); goes on past a failing one and summarises at the end

@@ -2,17 +2,19 @@
 (``python -m clustermine_lib.features``, defined in ``features_cli``).
 
 ``load_benchmark(model, pretrained, corpus, prompts, ...)`` assembles the cached image features of the
-ID train / test sets and the OOD / shifted sets, plus the text features of the corpus and of the 1000
-ImageNet class names, into the same ``Benchmark`` container the simulated profile returns; everything
-it reads is verified (``feature_store``). What is missing, stale or damaged is one error listing all of
-it with the command that makes it: ``feature_check`` (``check_cached``, ``make_command`` and
-``text_command`` stay importable from here).
+ID train / test sets and the OOD / shifted sets, plus the text features of the corpus and of the
+ImageNet class names present in the ID set (Y_GT), into the same ``Benchmark`` container the simulated
+profile returns; everything it reads is verified (``feature_store``). What is missing, stale or
+damaged is one error listing all of it with the command that makes it (``feature_check``).
 """
 from __future__ import annotations
 
 import sys
+import warnings
 
-from .benchmark import OOD_SETS, Benchmark
+import torch
+
+from .benchmark import OOD_SETS, Benchmark, FeatureSet
 from .corpus import DEFAULT_CORPUS, DEFAULT_PREPROCESS
 from .datasets import resolve_dataset
 from .encoder import ModelRef
@@ -25,14 +27,30 @@ from .text_features import load_text_features, prompt_templates
 
 def _class_synsets() -> list[str]:
     try:
-        from .simulate import imagenet_synsets
+        from .semantic import imagenet_synsets
 
         return imagenet_synsets()
     except Exception as e:  # WordNet missing: names still work, WordNet distances (Fig. 5) do not
-        import warnings
-
         warnings.warn(f"ImageNet class synsets unavailable ({e}); class_synsets set to ''.")
         return [""] * 1000
+
+
+def present_classes(*sets: FeatureSet) -> list[int]:
+    """The sorted ImageNet-1K indices that occur as labels in ``sets`` (-1, unknown, ignored)."""
+    labels = torch.cat([fs.labels for fs in sets if fs.labels is not None])
+    return sorted(int(c) for c in labels[labels >= 0].unique())
+
+
+def _remap(fs: FeatureSet, lookup: torch.Tensor, drop: bool = False) -> tuple[FeatureSet, int]:
+    """``fs`` with its 1K labels turned into indices of the subset (``lookup``: 1K index -> subset index
+    or -1); ``drop``: remove the images of classes outside it. Returns the set and how many were dropped."""
+    if fs.labels is None:
+        return fs, 0
+    new = torch.where(fs.labels >= 0, lookup[fs.labels.clamp(min=0)], fs.labels)
+    if not drop:
+        return FeatureSet(fs.name, fs.features, new), 0
+    keep = (new >= 0) | (fs.labels < 0)
+    return FeatureSet(fs.name, fs.features[keep], new[keep]), int((~keep).sum())
 
 
 def load_benchmark(model=DEFAULT_MODEL, pretrained=None, corpus=DEFAULT_CORPUS, prompts=DEFAULT_PROMPTS,
@@ -41,24 +59,30 @@ def load_benchmark(model=DEFAULT_MODEL, pretrained=None, corpus=DEFAULT_CORPUS, 
     """Assemble cached real CLIP features into a ``Benchmark`` (same container as the simulated one).
 
     train / test = ``<id_dataset>-train`` / ``-val``; ``ood`` and ``shifted`` name registered
-    datasets (keys of the result are canonical names); class names = open_clip's
-    ``IMAGENET_CLASSNAMES`` with text features under the same ``prompts``; ``corpus`` is a registered
-    corpus name (built with ``preprocess``) or a ``Corpus``; ``dtype``: the image features' (None:
+    datasets (keys of the result are canonical names); ``corpus`` is a registered corpus name (built
+    with ``preprocess``), the path of a corpus file (its text cache is ``file-<content hash>``, what
+    ``make features CORPUS=FILE`` writes) or a ``Corpus``; ``dtype``: the image features' (None:
     float32 if cached, else float16). Missing, stale or damaged features raise one
     ``FileNotFoundError`` listing all of them and the ``make features`` command that makes them
     (``check_cached``); everything read is verified (``feature_store``).
+
+    Y_GT is the ImageNet classes present in the ID train and val features: ``class_names`` (open_clip's
+    ``IMAGENET_CLASSNAMES``), ``class_text`` (their text features under ``prompts``) and
+    ``class_synsets``, in 1K-index order. When that is a subset of ImageNet-1K (an ID folder with a few
+    wnid folders), a warning says so, every label is remapped to the subset's indices, the shifted sets
+    keep only images of those classes, and ``meta["imagenet_classes"]`` holds the 1K index of each class;
+    methods given Y_GT then use only the classes present.
     """
     ref = ModelRef.resolve(model, pretrained, checkpoint, "cpu")
     prompt_name, _ = prompt_templates(prompts)
-    wanted_text = variant(corpus, preprocess, prompts)
-    corp, registered = wanted_text[:2]
+    text = variant(corpus, preprocess, prompts)
     train_name, test_name = resolve_dataset(f"{id_dataset}-train").name, resolve_dataset(f"{id_dataset}-val").name
     wanted = list(dict.fromkeys(resolve_dataset(d).name for d in [train_name, test_name, *ood, *shifted]))
-    missing = missing_caches(ref, wanted, [wanted_text], cache_dir, data_root, dtype)
+    missing = missing_caches(ref, wanted, [text], cache_dir, data_root, dtype)
     if missing:
         raise FileNotFoundError(missing_message(ref, missing))
     images = {d: load_image_features(ref, None, d, cache_dir=cache_dir, dtype=dtype) for d in wanted}
-    (tag, names), (_, class_names) = text_caches(corp, preprocess, registered)
+    (tag, names), (_, class_names) = text_caches(text)
     corpus_text = load_text_features(ref, None, names, name=tag, prompts=prompts, cache_dir=cache_dir).features
     class_text = load_text_features(ref, None, class_names, name=CLASS_TEXT, prompts=prompts,
                                     cache_dir=cache_dir).features
@@ -67,20 +91,39 @@ def load_benchmark(model=DEFAULT_MODEL, pretrained=None, corpus=DEFAULT_CORPUS, 
         raise ValueError(f"Cached features of {ref.model_id} have different dimensions {sorted(dims)}; "
                          "re-extract them with one model (overwrite=True).")
     train, test = images[train_name], images[test_name]
+    sets = {"train": train.as_feature_set("train"), "test": test.as_feature_set("ImageNet")}
+    ood_sets = {resolve_dataset(d).name: images[resolve_dataset(d).name].as_feature_set() for d in ood}
+    shifted_sets = {resolve_dataset(d).name: images[resolve_dataset(d).name].as_feature_set() for d in shifted}
+    classes = present_classes(sets["train"], sets["test"])
+    synsets = _class_synsets()
+    subsets = {k: v.meta["classes"] for k, v in images.items() if v.meta.get("classes")}
+    if len(classes) < len(class_names):
+        lookup = torch.full((len(class_names),), -1, dtype=torch.long)
+        lookup[classes] = torch.arange(len(classes))
+        sets = {k: _remap(v, lookup)[0] for k, v in sets.items()}
+        dropped = {}
+        for k, v in shifted_sets.items():
+            shifted_sets[k], dropped[k] = _remap(v, lookup, drop=True)
+        subsets = {k: [int(lookup[c]) for c in v if lookup[c] >= 0] for k, v in subsets.items()}
+        class_names, class_text = [class_names[i] for i in classes], class_text[classes]
+        synsets = [synsets[i] for i in classes]
+        gone = "; ".join(f"{k} keeps {len(shifted_sets[k])} images of them ({n} of other classes dropped)"
+                         for k, n in dropped.items() if n)
+        warnings.warn(f"{train_name} / {test_name} hold {len(classes)} of the 1000 ImageNet-1K classes: Y_GT "
+                      f"(class names, their text features, synsets) is that subset and the labels are its indices"
+                      + (f"; {gone}" if gone else "") + ".", stacklevel=2)
     meta = {"simulated": False, "model_id": ref.model_id, "prompts": prompt_name, "preprocess": preprocess,
             "feature_args": {"model": ref.spec.arch, "pretrained": ref.spec.pretrained, "checkpoint": checkpoint,
                              "cache_dir": None if cache_dir is None else str(cache_dir)},
+            "corpus": {"tag": tag, "source": text.source},
             "datasets": {k: {"n": len(v.features), "skipped": len(v.skipped), "path": str(v.path)}
                          for k, v in images.items()},
-            "class_subsets": {k: v.meta["classes"] for k, v in images.items() if v.meta.get("classes")},
-            "logit_bias": train.meta.get("logit_bias")}
+            "imagenet_classes": classes, "class_subsets": subsets, "logit_bias": train.meta.get("logit_bias")}
     return Benchmark(
-        name=f"{ref.model_id}:{id_dataset}", simulated=False,
-        train=train.as_feature_set("train"), test=test.as_feature_set("ImageNet"),
-        ood={resolve_dataset(d).name: images[resolve_dataset(d).name].as_feature_set() for d in ood},
-        shifted={resolve_dataset(d).name: images[resolve_dataset(d).name].as_feature_set() for d in shifted},
-        class_names=class_names, class_text=class_text, class_synsets=_class_synsets(),
-        corpus=corp, corpus_text=corpus_text, logit_scale=float(train.meta["logit_scale"]), meta=meta)
+        name=f"{ref.model_id}:{id_dataset}", simulated=False, train=sets["train"], test=sets["test"],
+        ood=ood_sets, shifted=shifted_sets, class_names=class_names, class_text=class_text,
+        class_synsets=synsets, corpus=text.corpus, corpus_text=corpus_text,
+        logit_scale=float(train.meta["logit_scale"]), meta=meta)
 
 
 def main(argv=None) -> int:

@@ -2,7 +2,7 @@
 and the extraction loop.
 
 Before anything is extracted, ``preflight`` resolves and checks every dataset of ``--dataset``, the
-corpus, the prompt sets, the checkpoint, the weights (when something is to be computed) and the
+corpus (a registered name or a corpus file), the prompt sets, the checkpoint, the weights (when something is to be computed) and the
 numeric options, and stops with one ``PreflightError`` listing every problem. Then ``main`` extracts
 (``extract``, ``text_features``) every dataset and the corpus and class-name text features under each
 prompt set, unchanged under ``torchrun --nproc_per_node=N`` (``distributed``, ``feature_store``). A
@@ -15,12 +15,14 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 
-from .corpus import CORPORA, DEFAULT_CORPUS, DEFAULT_PREPROCESS, PREPROCESS, Corpus, load_corpus
+from pathlib import Path
+
+from .corpus import CORPORA, DEFAULT_CORPUS, DEFAULT_PREPROCESS, PREPROCESS
 from .datasets import FILE_LIST, GROUPS, dataset_dir, expand_datasets, list_images, missing_files, resolve_data_root
 from .distributed import barrier, init_distributed, rank_world
 from .encoder import ModelRef
 from .extract import DEFAULT_MAX_SKIPPED, cached_knn, extract_image_features, image_expect, image_key
-from .feature_check import CLASS_TEXT, text_caches
+from .feature_check import CLASS_TEXT, TextVariant, text_caches, variant
 from .feature_store import (DEFAULT_SHARD_SIZE, DTYPES, CacheError, TooManySkipped, check_result, find_result,
                             image_dir, key_hash, text_dir)
 from .models import DEFAULT_MODEL, device_problem
@@ -43,8 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="dataset root (default: $DATA_ROOT)")
     p.add_argument("--cache-dir", default=None,
                    help="feature cache (default: $CLUSTERMINE_CACHE/features or <repo>/.cache/features)")
-    p.add_argument("--corpus", default=DEFAULT_CORPUS, help="registered corpus for text features")
-    p.add_argument("--corpus-preprocess", default=DEFAULT_PREPROCESS)
+    p.add_argument("--corpus", default=DEFAULT_CORPUS,
+                   help=f"registered corpus {sorted(CORPORA)} or a corpus file (UTF-8, one concept per line or "
+                        "word,pos rows; its text features are cached under its content hash)")
+    p.add_argument("--corpus-preprocess", default=DEFAULT_PREPROCESS, help="pre-processing of a registered corpus")
     p.add_argument("--prompts", default=DEFAULT_PROMPTS, help="comma-separated prompt sets")
     p.add_argument("--no-text", action="store_true", help="skip the corpus and class-name text features")
     p.add_argument("--knn", type=int, default=0, help="also cache the k-NN of imagenet-train features (TEMI)")
@@ -72,12 +76,13 @@ class PreflightError(ValueError):
 
 @dataclass
 class Plan:
-    """What ``preflight`` resolved: the model, each dataset's image list, the corpus, the prompt sets."""
+    """What ``preflight`` resolved: the model, each dataset's image list, the corpus (``text``: its
+    ``feature_check.TextVariant``, None with --no-text), the prompt sets."""
 
     ref: ModelRef
     datasets: list[str]
     items: dict
-    corpus: Corpus | None
+    text: TextVariant | None
     prompts: list[str]
     todo: list[str] = field(default_factory=list)  # caches that are not complete yet
 
@@ -147,24 +152,25 @@ def preflight(args, device=None, problems=None) -> Plan:
                                     "or the files" + (f", or accept them with --max-skipped "
                                                       f"{min(1.0, round(len(gone) / len(items[d]) + .005, 2)):g}"
                                                       if len(gone) < len(items[d]) else ""))
-    corpus, prompts = None, [p.strip() for p in args.prompts.split(",") if p.strip()]
+    text, prompts = None, [p.strip() for p in args.prompts.split(",") if p.strip()]
     if not args.no_text:
-        if args.corpus not in CORPORA:
-            problems.append(f"--corpus: unknown corpus {args.corpus!r}; known corpora: {sorted(CORPORA)}")
+        if args.corpus not in CORPORA and not Path(args.corpus).expanduser().exists():
+            problems.append(f"--corpus: unknown corpus {args.corpus!r}; known corpora: {sorted(CORPORA)}, or give "
+                            "the path of a corpus file (UTF-8, one concept per line)")
         elif args.corpus_preprocess not in PREPROCESS:
             problems.append(f"--corpus-preprocess: unknown pre-processing {args.corpus_preprocess!r}; choose one "
                             f"of {list(PREPROCESS)}")
         else:
             try:
-                corpus = load_corpus(args.corpus, args.corpus_preprocess)
+                text = variant(args.corpus, args.corpus_preprocess)
             except Exception as e:
-                problems.append(f"--corpus {args.corpus}: {e}")
+                problems.append(str(e) if str(e).startswith("--corpus") else f"--corpus {args.corpus}: {e}")
         unknown = [p for p in prompts if p not in PROMPT_SETS]
         if unknown:
             problems.append(f"--prompts: unknown prompt set(s) {unknown}; known prompt sets: {sorted(PROMPT_SETS)}")
         if not prompts:
             problems.append("--prompts is empty: name one or more prompt sets")
-    plan = Plan(ref, datasets, items, corpus, prompts)
+    plan = Plan(ref, datasets, items, text, prompts)
     if ref is not None:
         plan.todo = _todo(plan, args)
         if args.knn and "imagenet-train" not in datasets:
@@ -202,10 +208,10 @@ def _todo(plan: Plan, args) -> list[str]:
                 todo.append(f"image features of {d}")
         except CacheError:
             todo.append(f"image features of {d}")
-    if plan.corpus is not None:
+    if plan.text is not None:
         for prompts in plan.prompts:
             _, templates = prompt_templates(prompts)
-            for tag, names in text_caches(plan.corpus, args.corpus_preprocess, True):
+            for tag, names in text_caches(plan.text):
                 store = text_dir(ref.model_id, tag, names, prompts, args.cache_dir)
                 try:
                     hit = check_result(store, "float32")["key_hash"] == key_hash(text_key(ref, names, templates))
@@ -240,12 +246,13 @@ def _main(argv) -> int:
             continue
         say(f"[features] {d}: {meta['n_rows']} images (skipped {len(meta['skipped'])}), dim {meta['dim']}, "
             f"logit_scale {meta['logit_scale']:.4g} -> {image_dir(ref.model_id, d, args.cache_dir) / meta['folder']}")
-    if plan.corpus is not None:
+    if plan.text is not None:
+        source = plan.text.source if plan.text.source in CORPORA else None  # what corpus_text_features records
         for prompts in plan.prompts:
-            for tag, nm in text_caches(plan.corpus, args.corpus_preprocess, True):
+            for tag, nm in text_caches(plan.text):
                 t = extract_text_features(ref, None, nm, name=tag, prompts=prompts,
                                           batch_size=args.text_batch_size, **common,
-                                          extra_meta={"corpus": args.corpus if tag != CLASS_TEXT else None})
+                                          extra_meta={"corpus": source if tag != CLASS_TEXT else None})
                 say(f"[features] text {tag} x {prompts}: {tuple(t.features.shape)} -> {t.path}")
     if args.knn and rank == 0 and not failed:
         knn = cached_knn(ref, None, "imagenet-train", args.knn, cache_dir=args.cache_dir, device=device,

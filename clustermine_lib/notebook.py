@@ -176,7 +176,7 @@ class Config:
         folder of this run's outputs, so that runs with other weights, corpus, prompts, seed or parameters
         (papermill sweeps included) never overwrite each other. ``x<hash>`` covers the notebook's own
         parameters when any is set from outside (papermill ``-p``, i.e. ``make ... NB_ARGS=``)."""
-        tags = [f"{self.corpus}.{self.prompts}.seed{self.seed}"]
+        tags = [f"{corpus_label(self.corpus)}.{self.prompts}.seed{self.seed}"]
         tags += [f"{n}{getattr(self, n)}" for n in ("C", "M", "K", "tau", "max_eval") if getattr(self, n) is not None]
         injected = self.extra.get("_injected", ())
         own = {k: v for k, v in sorted(self.extra.items()) if k in injected}
@@ -251,6 +251,10 @@ def check_parameters(namespace: dict, declared: Iterable[str] | None = None,
         pd.set_option(opt, v)  # notebooks show whole tables
     values = {n: namespace[n] for n in declared}
     common = {k: v for k, v in values.items() if k in _CONFIG_FIELDS}
+    if {"model", "checkpoint"} & set(injected) and "pretrained" not in injected and "pretrained" in common:
+        # the declared tag belongs to the declared model: resolve another model or a checkpoint as
+        # `make features` does without PRETRAINED (the registry's first tag; no tag with a checkpoint)
+        common["pretrained"] = None
     extra = {k: v for k, v in values.items() if k not in _CONFIG_FIELDS}
     return Config(**common, extra={**extra, "_t0": time.time(), "_injected": tuple(injected)})
 
@@ -266,15 +270,20 @@ def open_benchmark(cfg: Config, ood=OOD_SETS, shifted=(), *, corpus=None, prepro
     paper: ``features.load_benchmark(model, pretrained, corpus, prompts, cache_dir, ood=, shifted=)``;
     it raises ``FileNotFoundError`` naming every missing feature file and the ``make features``
     command. demo: the simulated benchmark holds every set; ``model``/``pretrained`` are ignored.
-    ``corpus`` may be a registered name or a ``Corpus`` (e.g. ``corpus.load_corpus_file``).
+    ``corpus`` (default ``cfg.corpus``) may be a registered name, the path of a corpus file (paper: its
+    cached text, ``make features CORPUS=FILE``; demo: ``simulated_with_corpus`` of the loaded file) or a
+    ``Corpus`` (e.g. ``corpus.load_corpus_file``).
     """
-    from .corpus import Corpus
+    from .corpus import CORPORA, Corpus
 
     corpus = corpus if corpus is not None else cfg.corpus
     prompts = prompts or cfg.prompts
     if cfg.demo:
+        from .corpus import resolve_corpus
         from .simulate import make_benchmark
 
+        if not isinstance(corpus, Corpus) and str(corpus) not in CORPORA:
+            corpus = resolve_corpus(corpus)[0]  # a corpus file (anything else: an error naming it)
         if isinstance(corpus, Corpus):
             base = make_benchmark("demo", seed=cfg.seed, preprocess=preprocess, prompts=prompts, config=sim_config)
             return simulated_with_corpus(base, corpus, prompts, sim_config)
@@ -307,6 +316,22 @@ def check_feature_files(cfg: Config, variants: Iterable[dict], datasets=None, mo
                           text=[t for t in text if not isinstance(t["corpus"], Corpus)],
                           cache_dir=cfg.cache_dir, data_root=cfg.data_root)
     return None
+
+
+def corpus_label(corpus) -> str:
+    """How a run's folder names its corpus: a registered name (or a ``Corpus``'s name) as is; a corpus
+    file as ``<file stem>-<content hash>`` (a path holds slashes; the same content is the same label)."""
+    from .corpus import CORPORA, Corpus, resolve_corpus
+
+    if isinstance(corpus, Corpus):
+        return corpus.name
+    if str(corpus) in CORPORA:
+        return str(corpus)
+    try:
+        _, info = resolve_corpus(corpus)
+    except (OSError, ValueError):
+        return Path(str(corpus)).name or str(corpus)
+    return f"{Path(info['path']).stem}-{info['sha'][:8]}"
 
 
 def simulated_with_corpus(bench: Benchmark, corpus, prompts: str | None = None, sim_config=None) -> Benchmark:

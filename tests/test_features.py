@@ -254,7 +254,8 @@ def test_load_benchmark_from_cached_features(tiny, tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError) as err:
         F.load_benchmark(TINY, None, corpus, "basic", tmp_path, ood=["NINCO", "IN-O"], checkpoint=tiny["ckpt"])
     msg = str(err.value)
-    assert "make features MODEL=clustermine-tiny-test" in msg and "DATASET=imagenet-train,imagenet-val,NINCO,IN-O" in msg
+    # the model config is quoted by its path, so the line runs as printed
+    assert f"make features MODEL={tiny['config']}" in msg and "DATASET=imagenet-train,imagenet-val,NINCO,IN-O" in msg
     assert "CHECKPOINT=" in msg and "extract_text_features" in msg
 
     for d in ("imagenet-train", "imagenet-val", "NINCO", "IN-O"):
@@ -264,12 +265,14 @@ def test_load_benchmark_from_cached_features(tiny, tmp_path, monkeypatch):
     T.extract_text_features(TINY, None, D.imagenet_classnames(), name="imagenet-classes", prompts="basic",
                             checkpoint=tiny["ckpt"], cache_dir=tmp_path, progress=False, batch_size=2000)
     monkeypatch.setattr(F, "_class_synsets", lambda: ["tench.n.01"] + [""] * 999)  # no WordNet needed here
-    bench = F.load_benchmark(TINY, None, corpus, "basic", tmp_path, ood=["NINCO", "ImageNet-O"],
-                             checkpoint=tiny["ckpt"])
+    with pytest.warns(UserWarning, match="hold 3 of the 1000 ImageNet-1K classes: Y_GT"):
+        bench = F.load_benchmark(TINY, None, corpus, "basic", tmp_path, ood=["NINCO", "ImageNet-O"],
+                                 checkpoint=tiny["ckpt"])
     assert isinstance(bench, Benchmark) and not bench.simulated
     assert len(bench.train) == 12 and len(bench.test) == 6 and list(bench.ood) == ["NINCO", "IN-O"]
     assert len(bench.ood["NINCO"]) == 5 and bench.meta["datasets"]["NINCO"]["skipped"] == 1
-    assert bench.class_names[0] == "tench" and bench.class_text.shape == (1000, 32) and bench.dim == 32
+    assert bench.class_names == D.imagenet_classnames()[:3] and bench.class_text.shape == (3, 32) and bench.dim == 32
+    assert bench.class_synsets == ["tench.n.01", "", ""] and bench.meta["imagenet_classes"] == [0, 1, 2]
     assert bench.corpus_text.shape == (5, 32) and bench.logit_scale == pytest.approx(1 / 0.07, rel=1e-5)
     assert bench.test.labels.tolist() == [0, 0, 1, 1, 2, 2] and bench.shifted == {}
     with pytest.raises(FileNotFoundError, match=r"(?s)ImageNet-R.*make features .*DATASET=ImageNet-R"):
@@ -298,15 +301,15 @@ def test_check_cached_lists_every_missing_cache_with_its_command(tiny, tmp_path)
                                                      dict(corpus="wordnet-n", prompts="ming-5")])
     msg = str(err.value)
     lines = msg.splitlines()
-    cmd = f"make features MODEL={TINY} CHECKPOINT={tiny['ckpt']}"
-    assert f"{cmd} DATASET=IN-O DATA_ROOT={tiny['data']} CACHE_DIR={tmp_path}" in msg
-    assert f"{cmd} DATASET=text PROMPTS=basic CACHE_DIR={tmp_path}" in msg  # the class names under basic
+    cmd = f"make features MODEL={tiny['config']} CHECKPOINT={tiny['ckpt']}"
+    # the image line also makes the first variant's missing text (the class names under basic)
+    assert f"{cmd} DATASET=IN-O PROMPTS=basic DATA_ROOT={tiny['data']} CACHE_DIR={tmp_path}" in msg
     assert f"{cmd} DATASET=text CORPUS=wordnet-n PROMPTS=ming-5 CACHE_DIR={tmp_path}" in msg
     missing = [ln.split(" (")[0] for ln in lines if ln.startswith("  - ")]
     assert missing == ["  - image features of IN-O", "  - text features of imagenet-classes x basic",
                        "  - text features of wordnet-n-dedup-1-lemma x ming-5",
                        "  - text features of imagenet-classes x ming-5"]
-    assert sum("to make them: make features" in ln for ln in lines) == 3
+    assert sum("to make them: make features" in ln for ln in lines) == 2
     assert feature_check.check_cached(TINY, checkpoint=tiny["ckpt"], datasets=["NINCO"], cache_dir=tmp_path) is None
     with pytest.raises(FileNotFoundError, match=r"(?s)image features of IN-O.*make features .*DATASET=IN-O"):
         E.load_image_features(TINY, None, "IN-O", checkpoint=tiny["ckpt"], cache_dir=tmp_path)
@@ -327,3 +330,94 @@ def test_make_features_with_local_checkpoint(tiny, tmp_path):
     direct = E.extract_image_features(TINY, None, "imagenet-val", **_kw(tiny, tmp_path / "direct"))
     assert len(got.features) == 6 and got.meta["logit_scale"] == pytest.approx(direct.meta["logit_scale"])
     assert torch.allclose(got.features, direct.features, atol=1e-5)
+
+
+def test_y_gt_is_the_classes_of_the_id_set(tiny, tmp_path):
+    """An ImageNet-style folder of a few wnid classes (not the first ones; one only in val): Y_GT is the
+    union of the classes in train and val, in 1K order, with their names, text rows and synsets; labels
+    are the subset's indices, a shifted set keeps only those classes, a warning says so, and methods
+    given Y_GT use only those classes."""
+    from clustermine_lib.experiments import Pipeline
+    from clustermine_lib.scoring import mcm_score
+
+    rng, data, wn = random.Random(1), tmp_path / "data", D.imagenet_wnids()
+    for c, (n_train, n_val) in {7: (3, 0), 250: (3, 2), 500: (0, 2), 999: (3, 2)}.items():
+        for i in range(n_train):
+            _png(data / "imagenet/train" / wn[c] / f"{i}.png", rng)
+        for i in range(n_val):
+            _png(data / "imagenet/val" / wn[c] / f"{i}.png", rng)
+    for c in (7, 42):
+        _png(data / "imagenet-r" / wn[c] / "0.png", rng)
+    _png(data / "imagenet-o" / "0.png", rng)
+    kw = dict(_kw(tiny, tmp_path / "cache"), data_root=data)
+    for d in ("imagenet-train", "imagenet-val", "IN-O", "ImageNet-R"):
+        E.extract_image_features(TINY, None, d, **kw)
+    corpus = Corpus("toy", ("dog", "cat", "car"), ("",) * 3, ("n",) * 3)
+    T.extract_text_features(TINY, None, corpus.names, name="toy", prompts="basic", checkpoint=tiny["ckpt"],
+                            cache_dir=tmp_path / "cache", progress=False)
+    full = T.extract_text_features(TINY, None, D.imagenet_classnames(), name="imagenet-classes", prompts="basic",
+                                   checkpoint=tiny["ckpt"], cache_dir=tmp_path / "cache", progress=False,
+                                   batch_size=2000).features
+    with pytest.warns(UserWarning) as caught:
+        bench = F.load_benchmark(TINY, None, corpus, "basic", tmp_path / "cache", ood=["IN-O"],
+                                 shifted=["ImageNet-R"], checkpoint=tiny["ckpt"])
+    msg = [str(w.message) for w in caught if "ImageNet-1K classes" in str(w.message)]
+    assert len(msg) == 1 and "\n" not in msg[0], msg
+    assert msg[0].startswith("imagenet-train / imagenet-val hold 4 of the 1000 ImageNet-1K classes: Y_GT ")
+    assert "ImageNet-R keeps 1 images of them (1 of other classes dropped)" in msg[0]
+    classes = [7, 250, 500, 999]
+    assert bench.meta["imagenet_classes"] == classes
+    assert bench.class_names == [D.imagenet_classnames()[c] for c in classes]
+    assert torch.equal(bench.class_text, full[classes]) and len(bench.class_synsets) == 4
+    assert bench.train.labels.tolist() == [0] * 3 + [1] * 3 + [3] * 3
+    assert bench.test.labels.tolist() == [1, 1, 2, 2, 3, 3]
+    assert bench.shifted["ImageNet-R"].labels.tolist() == [0] and bench.meta["class_subsets"]["ImageNet-R"] == [0]
+    assert (bench.ood["IN-O"].labels == -1).all()
+    x = bench.test.features
+    got = Pipeline(bench).score_fn("MCM")(x)
+    assert torch.allclose(got, mcm_score(x, full[classes]), atol=1e-6)
+    assert not torch.allclose(got, mcm_score(x, full), atol=1e-4)
+
+
+def test_corpus_file_through_make_features_check_cached_and_load_benchmark(tiny, tmp_path, monkeypatch, capsys):
+    """CORPUS may be a corpus file: `python -m clustermine_lib.features --corpus FILE` caches its text under
+    resolve_corpus's name (the one own_images reads), check_cached's hint quotes the file, load_benchmark
+    reads it; a bad file is one line naming it, before anything is extracted."""
+    from clustermine_lib.corpus import load_corpus_file, resolve_corpus
+
+    cache, words = tmp_path / "cache", tmp_path / "my words.txt"
+    words.write_text("\n".join(D.imagenet_classnames()[:3] + ["dog", "cat", "car", "tree"]) + "\n")
+    tag = resolve_corpus(str(words))[1]["cache_name"]
+    assert tag.startswith("file-")
+    with pytest.raises(FileNotFoundError) as err:
+        feature_check.check_cached(str(tiny["config"]), checkpoint=tiny["ckpt"], cache_dir=cache,
+                                   text=[{"corpus": str(words), "prompts": "basic"}])
+    msg = str(err.value)
+    assert f"text features of {tag} x basic" in msg and "text features of imagenet-classes x basic" in msg
+    assert (f"to make them: make features MODEL={tiny['config']} CHECKPOINT={tiny['ckpt']} DATASET=text "
+            f"CORPUS='{words}' PROMPTS=basic CACHE_DIR={cache}") in msg  # quoted: the path holds a space
+
+    base = ["--model", str(tiny["config"]), "--checkpoint", str(tiny["ckpt"]), "--cache-dir", str(cache),
+            "--device", "cpu", "--no-progress", "--prompts", "basic"]
+    (tmp_path / "empty.txt").write_text("\n\n")
+    for bad, needle in ((tmp_path / "empty.txt", f"Corpus file {tmp_path / 'empty.txt'} holds no concepts"),
+                        (tmp_path, f"--corpus {tmp_path}: is a folder, not a corpus file")):
+        capsys.readouterr()
+        assert F.main([*base, "--dataset", "text", "--corpus", str(bad)]) == 1
+        err_text = capsys.readouterr().err
+        assert needle in err_text and len(err_text.strip().splitlines()) == 1, err_text
+    assert not cache.exists()
+    assert F.main([*base, "--dataset", "imagenet-train,imagenet-val,NINCO", "--data-root", str(tiny["data"]),
+                   "--corpus", str(words), "--num-workers", "0", "--max-skipped", "0.5"]) == 0
+    feature_check.check_cached(str(tiny["config"]), checkpoint=tiny["ckpt"], cache_dir=cache,
+                               datasets=["imagenet-train", "NINCO"], text=[{"corpus": str(words), "prompts": "basic"}])
+    monkeypatch.setattr(T, "_compute_text_shard", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    corp, text, info = T.corpus_text_features(TINY, None, str(words), prompts="basic", checkpoint=tiny["ckpt"],
+                                              cache_dir=cache, progress=False)  # what own_images reads
+    assert info["cache_name"] == tag and text.features.shape == (7, 32)
+    monkeypatch.setattr(F, "_class_synsets", lambda: [""] * 1000)
+    with pytest.warns(UserWarning, match="hold 3 of the 1000"):
+        bench = F.load_benchmark(str(tiny["config"]), None, str(words), "basic", cache, ood=["NINCO"],
+                                 checkpoint=tiny["ckpt"])
+    assert bench.corpus.names == load_corpus_file(words).names and torch.equal(bench.corpus_text, text.features)
+    assert bench.meta["corpus"] == {"tag": tag, "source": str(words.resolve())}

@@ -271,7 +271,9 @@ def test_paper_profile_without_features_names_them_and_the_make_command(tmp_path
     cfg = N.Config(profile="paper", cache_dir=str(tmp_path / "features"))
     with pytest.raises(FileNotFoundError, match=r"(?s)missing.*make features MODEL=ViT-H-14 PRETRAINED=dfn5b"):
         N.open_benchmark(cfg)
-    with pytest.raises(FileNotFoundError, match=r"(?s)imagenet-train.*DATASET=paper.*wordnet-n.*DATASET=text"):
+    # one line makes the images and the variant's text (make features extracts both in one run)
+    with pytest.raises(FileNotFoundError, match=r"(?s)imagenet-train.*wordnet-n.*make features MODEL=ViT-H-14 "
+                                                r"PRETRAINED=dfn5b DATASET=paper CORPUS=wordnet-n PROMPTS=simple-7"):
         N.check_feature_files(cfg, [dict(corpus="wordnet-n")])
 
 
@@ -332,3 +334,35 @@ def test_make_data_prepares_every_clustering_the_demo_notebooks_use():
     assert cs[0] == 200 and cs[-1] == 8 * 200 and 800 in cs and 240 in cs  # 1x-8x, default, Table 4's 1.2x
     assert set(N.SWEEPS["demo"]["c_values"]) <= set(cs)
     assert sum(1 for kw, _ in pairs if kw) == 2  # the two other simulated models of Fig. 3
+
+
+# ------------------------------------------------------------------------------------------ a corpus file, another model
+def test_a_corpus_file_names_the_run_and_the_demo_simulates_its_text(tmp_path, monkeypatch, tiny_bench):
+    from clustermine_lib import simulate
+    from clustermine_lib.corpus import load_corpus_file
+
+    words = tmp_path / "my_words.txt"
+    words.write_text("dog\ncat\ngolden retriever\nnot a wordnet name\n")
+    cfg = N.Config(corpus=str(words), output_dir=str(tmp_path))
+    label = N.corpus_label(str(words))
+    assert label.startswith("my_words-") and "/" not in label and N.corpus_label("wordnet-na") == "wordnet-na"
+    assert cfg.results_dir == tmp_path / "results" / "demo" / "simulated" / f"{label}.simple-7.seed0"
+    assert cfg.run_columns()["corpus"] == str(words)
+    monkeypatch.setattr(simulate, "make_benchmark", lambda *a, **k: tiny_bench)
+    bench = N.open_benchmark(cfg)
+    want = N.simulated_with_corpus(tiny_bench, load_corpus_file(words))
+    assert bench.corpus.names == want.corpus.names and torch.equal(bench.corpus_text, want.corpus_text)
+    assert torch.equal(bench.train.features, tiny_bench.train.features)
+    with pytest.raises(ValueError, match="is neither a registered corpus nor a file"):
+        N.open_benchmark(N.Config(corpus=str(tmp_path / "nope.txt")))
+
+
+def test_another_model_or_a_checkpoint_resolves_as_make_features_does():
+    """The declared tag (dfn5b) belongs to the declared model: `-p model` / `-p checkpoint` without
+    `-p pretrained` resolve as `make features` without PRETRAINED."""
+    cell = '# Notebook parameters\nprofile = "demo"\nmodel = "ViT-H-14"\npretrained = "dfn5b"\ncheckpoint = None\n'
+    ns = {"profile": "paper", "model": "ViT-B-16", "pretrained": "dfn5b", "checkpoint": None}
+    assert N.check_parameters({**ns, "In": ["", cell, '# Parameters\nmodel = "ViT-B-16"\n']}).pretrained is None
+    assert N.check_parameters({**ns, "In": ["", cell, '# Parameters\nmodel = "x"\npretrained = "dfn5b"\n']}
+                              ).pretrained == "dfn5b"
+    assert N.check_parameters({**ns, "In": ["", cell, "# Parameters\nprofile = 'paper'\n"]}).pretrained == "dfn5b"
