@@ -42,7 +42,8 @@ def test_label_set_quality_by_synset():
 
 
 def test_mined_label_quality_reads_corpus_synsets():
-    corpus = Corpus("toy", ("dog", "tabby", "rock"), ("dog.n.01", "tabby.n.01", ""), ("n",) * 3)
+    # a 4th concept no image picks stays negative (a corpus mined whole is an error)
+    corpus = Corpus("toy", ("dog", "tabby", "rock", "pebble"), ("dog.n.01", "tabby.n.01", "", ""), ("n",) * 4)
     mined = clustermine(torch.tensor([0, 0, 1, 2]), torch.tensor([0, 0, 1, 2]), corpus)
     assert A.mined_label_quality(mined, corpus, ["dog", "cat"])["n_common"] == 1
     q = A.mined_label_quality(mined, corpus, ["dog", "cat"], ["dog.n.01", "tabby.n.01"], by="synset")
