@@ -47,7 +47,7 @@ wordnet:  ## provide WordNet 3.0 offline (nltk corpus, else Debian's wordnet-bas
 # NBVAL=--nbval-lax only executes (fails on errors); NBVAL_NOTEBOOKS picks notebooks.
 NBVAL ?= --nbval
 NBVAL_NOTEBOOKS ?= notebooks
-data:  ## build and cache the SIMULATED benchmark and every variant the demo notebooks load (~75 s once; the demo's `make features`)
+data:  ## build and cache the SIMULATED benchmark and every variant and TEMI clustering the demo notebooks load (~3 min once on 2 cores; the demo's `make features`)
 	$(PY) -m clustermine_lib.cli data --seed $(SEED)
 
 test:  ## unit tests, then every notebook executed by nbval and its outputs compared with the committed ones
