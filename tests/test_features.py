@@ -45,19 +45,25 @@ def _png(path: Path, rng: random.Random) -> None:
     img.save(path)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """Tiny model config + checkpoints (.safetensors and .pt) + a DATA_ROOT with 4 datasets."""
+def tiny_model_files(root: Path, name: str, checkpoint: Path) -> tuple[Path, dict]:
+    """The tiny random open_clip model as a user has it: ``root/<name>.json`` (registered with open_clip) and
+    its seed-0 weights saved to ``checkpoint`` (.safetensors); (config path, state dict)."""
     from safetensors.torch import save_file
 
-    root = tmp_path_factory.mktemp("cm_features")
-    config = root / f"{TINY}.json"
+    config = root / f"{name}.json"
     config.write_text(json.dumps(TINY_CFG))
     open_clip.add_model_config(config)
     torch.manual_seed(0)
-    model = open_clip.create_model(TINY)
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, str(root / "tiny.safetensors"))
+    state = {k: v.detach().contiguous().clone() for k, v in open_clip.create_model(name).state_dict().items()}
+    save_file(state, str(checkpoint))
+    return config, state
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Tiny model config + checkpoints (.safetensors and .pt) + a DATA_ROOT with 4 datasets."""
+    root = tmp_path_factory.mktemp("cm_features")
+    config, state = tiny_model_files(root, TINY, root / "tiny.safetensors")
     torch.save(state, root / "tiny.pt")
 
     rng = random.Random(0)

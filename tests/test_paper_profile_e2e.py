@@ -11,7 +11,6 @@ epoch is one step), shared by every later notebook through the Runner's disk cac
 Marked ``e2e`` (part of `pytest tests`; `-m "not e2e"` leaves it out)."""
 from __future__ import annotations
 
-import json
 import os
 import random
 import shlex
@@ -24,7 +23,7 @@ import pytest
 open_clip = pytest.importorskip("open_clip")
 
 from clustermine_lib import datasets as D  # noqa: E402
-from test_features import REPO, TINY_CFG, _png  # noqa: E402
+from test_features import REPO, _png, tiny_model_files  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 CLASSES = (1, 100, 400, 900)  # 1K indices of the ID classes
@@ -34,30 +33,25 @@ if not (REPO / ".venv" / "bin" / "papermill").exists():
     pytest.skip("needs `make install` (.venv with papermill)", allow_module_level=True)
 
 
+ENV = dict(os.environ, HF_HUB_OFFLINE="1")  # flow() adds CLUSTERMINE_CACHE, the module's own cache
+
+
 def _make(*args, timeout=600) -> tuple[int, str, float]:
-    """``make ARGS`` in the repository with its .venv; (exit code, stdout + stderr, seconds)."""
+    """``make ARGS`` in the repository with its .venv, under ENV; (exit code, stdout + stderr, seconds)."""
     t0 = time.perf_counter()
     run = subprocess.run(["make", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         timeout=timeout, env=_make.env)
+                         timeout=timeout, env=ENV)
     return run.returncode, run.stdout, time.perf_counter() - t0
 
 
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory):
     """The user's files, and `make features` over them."""
-    import torch
-    from safetensors.torch import save_file
-
     from clustermine_lib.encoder import ModelRef
 
     root = tmp_path_factory.mktemp("paper_e2e")
-    config = root / "cm-e2e-tiny.json"
-    config.write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    model = open_clip.create_model(config.stem)
     ckpt = root / "weights.safetensors"
-    save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(ckpt))
+    config, _ = tiny_model_files(root, "cm-e2e-tiny", ckpt)
     rng, data, wnids, names = random.Random(0), root / "data", D.imagenet_wnids(), D.imagenet_classnames()
     for c in CLASSES:
         for i in range(16):
@@ -69,7 +63,7 @@ def flow(tmp_path_factory):
             _png(data / D.DATASETS[name].folder / "x" / f"{i}.png", rng)
     corpus = root / "concepts.txt"
     corpus.write_text("\n".join([names[c] for c in CLASSES] + names[500:600]) + "\n")
-    _make.env = dict(os.environ, HF_HUB_OFFLINE="1", CLUSTERMINE_CACHE=str(root / "project-cache"))
+    ENV["CLUSTERMINE_CACHE"] = str(root / "project-cache")
     common = [f"MODEL={config}", f"CHECKPOINT={ckpt}", f"CORPUS={corpus}"]
     rc, log, secs = _make("features", *common, "DATASET=paper", f"DATA_ROOT={data}", f"CACHE_DIR={root / 'cache'}",
                           "FEATURE_ARGS=--no-progress")
