@@ -9,6 +9,7 @@ each method computes is in its ``methods`` registry entry; ``runner.Runner`` add
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -145,7 +146,22 @@ class Pipeline:
         s = self.settings
         config = s.temi_config(n_clusters)
         return self._cached(("temi", config.n_clusters), lambda: fit_temi(
-            self.bench.train.features, config, device=s.device, progress=s.progress))
+            self.bench.train.features, config, knn=self.train_knn(config.k), device=s.device, progress=s.progress))
+
+    def train_knn(self, k: int) -> torch.Tensor | None:
+        """(N, >= k) neighbour indices of the train features from the feature cache (``make features
+        FEATURE_ARGS="--knn 50"``, listed by ``features.load_benchmark`` in ``meta["train_knn"]``), or None
+        (TEMI computes them): the first stored file with at least k columns that verifies."""
+        for entry in self.bench.meta.get("train_knn") or ():
+            if entry["k"] >= k:
+                from .extract import CacheError, read_stored_knn
+
+                try:
+                    return self._cached(("knn", entry["path"]), lambda: read_stored_knn(entry))
+                except CacheError as e:
+                    warnings.warn(f"{e}; TEMI computes the kNN itself (make features FEATURE_ARGS=--knn "
+                                  f"{entry['k']} rebuilds the file).", stacklevel=2)
+        return None
 
     def clusters(self, n_clusters: int | None = None) -> torch.Tensor:
         """(N,) TEMI cluster of every ID training image for C = n_clusters."""

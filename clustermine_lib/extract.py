@@ -48,7 +48,7 @@ from .encoder import ModelRef, autocast, common_meta, model_info, progress_bar
 from .feature_store import (DEFAULT_SHARD_SIZE, DTYPES, FORMAT_VERSION, CacheError, TooManySkipped, code_version,
                             find_result, image_dir, key_hash, knn_path, load_shards, model_dir, note, read_shard,
                             run_shards, save_shard)
-from .fileio import atomic_write, content_hash, write_json
+from .fileio import atomic_write, content_hash, read_json, write_json
 from .models import preprocess_config
 
 DEFAULT_MAX_SKIPPED = 0.01  # share of a dataset's images that may be unreadable before extraction fails
@@ -318,6 +318,32 @@ def load_image_features(model, pretrained, dataset: str, *, checkpoint=None, cac
 
 
 # ----------------------------------------------------------------------------- kNN cache (TEMI)
+def _knn_key(features_meta: dict, k: int, n: int) -> dict:
+    return {"kind": "knn", "features_key_hash": features_meta["key_hash"], "k": k, "n": n, "format": FORMAT_VERSION}
+
+
+def stored_knn(feats: ImageFeatures, cache_dir=None) -> list[dict]:
+    """The kNN files ``cached_knn`` (``make features FEATURE_ARGS="--knn K"``) made from exactly these
+    features: ``[{"path", "k", "n", "key_hash"}]``, fewest columns first. Only their small JSON
+    sidecars are read here; ``read_stored_knn`` verifies the tensor itself."""
+    n, found = feats.features.shape[0], []
+    folder = knn_path(feats.meta["model_id"], feats.dataset, 1, cache_dir, feats.meta["dtype"]).parent
+    for side in folder.glob(f"{feats.dataset}.{feats.meta['dtype']}.k*.json"):
+        try:
+            k = int(side.name.rsplit(".k", 1)[1].removesuffix(".json"))
+            khash = key_hash(_knn_key(feats.meta, k, n))
+            if read_json(side).get("key_hash") == khash and side.with_suffix(".safetensors").exists():
+                found.append({"path": str(side.with_suffix(".safetensors")), "k": k, "n": n, "key_hash": khash})
+        except (ValueError, OSError, AttributeError):
+            continue  # another file, or damaged: cached_knn rebuilds it; TEMI computes its own kNN
+    return sorted(found, key=lambda e: e["k"])
+
+
+def read_stored_knn(entry: dict) -> torch.Tensor:
+    """(n, k) long indices of one ``stored_knn`` entry, verified (``CacheError`` naming the file)."""
+    return _verified_knn(Path(entry["path"]), entry["key_hash"], entry["n"], entry["k"])
+
+
 def _verified_knn(path: Path, khash: str, n: int, k: int) -> torch.Tensor:
     _, t = read_shard(path, khash, n, load=True)
     knn = t.get("knn")
@@ -343,7 +369,7 @@ def cached_knn(model, pretrained=None, dataset: str = "imagenet-train", k: int =
     if k >= n:
         raise ValueError(f"k = {k} nearest neighbours need more than {n} cached images of {feats.dataset}.")
     path = knn_path(ref.model_id, feats.dataset, k, cache_dir, feats.meta["dtype"])
-    key = {"kind": "knn", "features_key_hash": feats.meta["key_hash"], "k": k, "n": n, "format": FORMAT_VERSION}
+    key = _knn_key(feats.meta, k, n)
     khash = key_hash(key)
     if path.exists() and not overwrite:
         try:

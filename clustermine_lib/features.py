@@ -18,7 +18,7 @@ from .benchmark import OOD_SETS, Benchmark, FeatureSet
 from .corpus import DEFAULT_CORPUS, DEFAULT_PREPROCESS
 from .datasets import resolve_dataset
 from .encoder import ModelRef
-from .extract import load_image_features
+from .extract import load_image_features, stored_knn
 from .feature_check import CLASS_TEXT, missing_caches, missing_message, text_caches, variant
 from .models import DEFAULT_MODEL
 from .prompts import DEFAULT_PROMPTS
@@ -72,6 +72,10 @@ def load_benchmark(model=DEFAULT_MODEL, pretrained=None, corpus=DEFAULT_CORPUS, 
     wnid folders), a warning says so, every label is remapped to the subset's indices, the shifted sets
     keep only images of those classes, and ``meta["imagenet_classes"]`` holds the 1K index of each class;
     methods given Y_GT then use only the classes present.
+
+    ``meta["train_knn"]`` lists the verified-on-use kNN files of the train features (``make features
+    FEATURE_ARGS="--knn 50"``); TEMI (``experiments.Pipeline.temi``) reads one with k >= its k instead of
+    computing the kNN itself.
     """
     ref = ModelRef.resolve(model, pretrained, checkpoint, "cpu")
     prompt_name, _ = prompt_templates(prompts)
@@ -118,7 +122,8 @@ def load_benchmark(model=DEFAULT_MODEL, pretrained=None, corpus=DEFAULT_CORPUS, 
             "corpus": {"tag": tag, "source": text.source},
             "datasets": {k: {"n": len(v.features), "skipped": len(v.skipped), "path": str(v.path)}
                          for k, v in images.items()},
-            "imagenet_classes": classes, "class_subsets": subsets, "logit_bias": train.meta.get("logit_bias")}
+            "imagenet_classes": classes, "class_subsets": subsets, "logit_bias": train.meta.get("logit_bias"),
+            "train_knn": stored_knn(train, cache_dir)}
     return Benchmark(
         name=f"{ref.model_id}:{id_dataset}", simulated=False, train=sets["train"], test=sets["test"],
         ood=ood_sets, shifted=shifted_sets, class_names=class_names, class_text=class_text,

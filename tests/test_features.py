@@ -294,6 +294,50 @@ def test_load_benchmark_from_cached_features(tiny, tmp_path, monkeypatch):
                                          cache_dir=tmp_path))
 
 
+@pytest.mark.filterwarnings("ignore:TEMI stopped before")
+def test_temi_reads_the_stored_knn_of_make_features(tiny, tmp_path, monkeypatch):
+    """make features FEATURE_ARGS="--knn K" is what the notebooks' TEMI then uses: load_benchmark lists the
+    kNN files made from these train features, Pipeline.temi reads one with >= k columns (verified) instead of
+    computing its own, with the same clusters; a damaged file is a warning and TEMI computes the kNN."""
+    import clustermine_lib.clustering as C
+    from clustermine_lib.experiments import Pipeline, Settings
+
+    kw = _kw(tiny, tmp_path)
+    corpus = Corpus("toy", ("dog", "cat", "car", "tench", "goldfish"), ("",) * 5, ("n",) * 5)
+    for d in ("imagenet-train", "imagenet-val", "IN-O"):
+        E.extract_image_features(TINY, None, d, **kw)
+    T.extract_text_features(TINY, None, corpus.names, name="toy", prompts="basic", checkpoint=tiny["ckpt"],
+                            cache_dir=tmp_path, progress=False)
+    T.extract_text_features(TINY, None, D.imagenet_classnames(), name="imagenet-classes", prompts="basic",
+                            checkpoint=tiny["ckpt"], cache_dir=tmp_path, progress=False, batch_size=2000)
+    monkeypatch.setattr(F, "_class_synsets", lambda: [""] * 1000)
+
+    def bench():
+        with pytest.warns(UserWarning, match="hold 3 of the 1000"):
+            return F.load_benchmark(TINY, None, corpus, "basic", tmp_path, ood=["IN-O"], checkpoint=tiny["ckpt"])
+
+    assert bench().meta["train_knn"] == []
+    from clustermine_lib.clustering import TEMIConfig
+
+    settings = dict(n_clusters=3, temi=TEMIConfig(n_clusters=3, n_heads=1, k=3, epochs=2, batch_size=6,
+                                                  warmup_epochs=0, hidden=16, bottleneck=8))
+    computed = Pipeline(bench(), Settings(**settings)).temi().labels
+    for k in (2, 4, 5):  # 2 < TEMI's k = 3: never used; 4 is the first with enough columns
+        E.cached_knn(TINY, None, "imagenet-train", k=k, checkpoint=tiny["ckpt"], cache_dir=tmp_path)
+    b = bench()
+    assert [e["k"] for e in b.meta["train_knn"]] == [2, 4, 5]
+    real_knn = C.knn_indices
+    monkeypatch.setattr(C, "knn_indices", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    pipe = Pipeline(b, Settings(**settings))
+    assert pipe.train_knn(3).shape == (12, 4) and torch.equal(pipe.temi().labels, computed)
+
+    monkeypatch.setattr(C, "knn_indices", real_knn)
+    Path(b.meta["train_knn"][1]["path"]).write_bytes(b"\xff" * 400)  # k = 4 damaged: k = 5 is next
+    pipe = Pipeline(b, Settings(**settings))
+    with pytest.warns(UserWarning, match=r"imagenet-train\.float32\.k4\.safetensors.*computes the kNN itself"):
+        assert pipe.train_knn(3).shape == (12, 5)
+
+
 def test_check_cached_lists_every_missing_cache_with_its_command(tiny, tmp_path):
     """One FileNotFoundError naming the missing image and text caches (not the present ones), each
     group with the `make features` line that makes it; nothing missing: None."""
