@@ -179,13 +179,19 @@ def preflight(args, device=None, problems=None) -> Plan:
             except CacheError as e:
                 problems.append(f"--knn needs the imagenet-train image features ({e.reason}): add imagenet-train "
                                 "to --dataset")
-        if plan.todo and not args.checkpoint and not args.download:
+        if plan.todo and not args.checkpoint:
+            from huggingface_hub import constants
+
             from .models import cached_weights
 
-            if cached_weights(ref.spec) is None:
+            if cached_weights(ref.spec) is None and not args.download:
                 problems.append(f"the weights of {ref.spec.key} are not on this machine (not in the Hugging Face "
                                 f"cache) and {len(plan.todo)} cache(s) need them: pass --download (with internet) "
                                 "or --checkpoint PATH (make: CHECKPOINT=PATH); see docs/gpu_workflow.md")
+            elif cached_weights(ref.spec) is None and constants.HF_HUB_OFFLINE:
+                problems.append(f"--download cannot fetch the weights of {ref.spec.key}: HF_HUB_OFFLINE=1 is set "
+                                "(the Makefile sets it so that a machine without internet fails at once); run with "
+                                "HF_HUB_OFFLINE=0, e.g. make features ... HF_HUB_OFFLINE=0 FEATURE_ARGS=--download")
     if len(problems) == 1:
         raise PreflightError(f"nothing was extracted: {problems[0]}")
     if problems:

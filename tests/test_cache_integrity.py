@@ -385,6 +385,14 @@ def test_preflight_finds_missing_listed_files_and_weights(tiny, tmp_path, monkey
     err = capsys.readouterr().err
     assert rc == 1 and "Textures43: 5 of the 5 images listed in" in err and "(first: img0.png, img1.png" in err
     assert "weights of ViT-B-16/openai are not on this machine" in err and "--download" in err
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # --download under the Makefile's HF_HUB_OFFLINE=1
+    rc = F.main(["--model", "ViT-B-16", "--pretrained", "openai", "--dataset", "NINCO", "--data-root", str(data),
+                 "--cache-dir", str(tmp_path / "cache"), "--no-text", "--device", "cpu", "--download"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--download cannot fetch the weights of ViT-B-16/openai: HF_HUB_OFFLINE=1" in err
+    assert "make features ... HF_HUB_OFFLINE=0 FEATURE_ARGS=--download" in err
     monkeypatch.delenv("DATA_ROOT", raising=False)  # what already held: no data root is named
     rc = F.main(["--model", str(tiny["config"]), "--checkpoint", str(tiny["ckpt"]), "--dataset", "NINCO",
                  "--no-text", "--device", "cpu", "--cache-dir", str(tmp_path / "cache")])
