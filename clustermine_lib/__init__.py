@@ -9,8 +9,8 @@ vs AVX2), and TEMI amplifies the last-bit differences of a matrix multiply into 
 unless the environment sets it; it is not enough. Measured 2026-12-02 on an Intel Xeon (AVX-512): the
 simulated benchmark's files are byte-identical with ATen's AVX-512 and AVX2 kernels
 (``ATEN_CPU_CAPABILITY=avx2``), but ClusterMine's Table 5 SSB-hard AUROC is 88.81 and 88.42 with them,
-against 90.02 on an AMD EPYC; MaxLogit moves in the 5th digit. The demo's numbers are therefore the same on every run on one CPU model; the README names
-the CPU the committed notebook outputs come from.
+against 90.02 on an AMD EPYC; MaxLogit moves in the 5th digit. The demo's numbers are therefore the same
+on every run on one CPU model; the README names the CPU the committed notebook outputs come from.
 """
 import os as _os
 

@@ -326,16 +326,17 @@ def stored_knn(feats: ImageFeatures, cache_dir=None) -> list[dict]:
     """The kNN files ``cached_knn`` (``make features FEATURE_ARGS="--knn K"``) made from exactly these
     features: ``[{"path", "k", "n", "key_hash"}]``, fewest columns first. Only their small JSON
     sidecars are read here; ``read_stored_knn`` verifies the tensor itself."""
-    n, found = feats.features.shape[0], []
-    folder = knn_path(feats.meta["model_id"], feats.dataset, 1, cache_dir, feats.meta["dtype"]).parent
-    for side in folder.glob(f"{feats.dataset}.{feats.meta['dtype']}.k*.json"):
-        try:
-            k = int(side.name.rsplit(".k", 1)[1].removesuffix(".json"))
-            khash = key_hash(_knn_key(feats.meta, k, n))
-            if read_json(side).get("key_hash") == khash and side.with_suffix(".safetensors").exists():
-                found.append({"path": str(side.with_suffix(".safetensors")), "k": k, "n": n, "key_hash": khash})
-        except (ValueError, OSError, AttributeError):
-            continue  # another file, or damaged: cached_knn rebuilds it; TEMI computes its own kNN
+    n, found, dtype = feats.features.shape[0], [], feats.meta["dtype"]
+    folder = knn_path(feats.meta["model_id"], feats.dataset, 1, cache_dir, dtype).parent
+    for side in folder.glob(f"{feats.dataset}.{dtype}.k*.json"):
+        side_meta = read_json(side)
+        k = side_meta.get("k") if isinstance(side_meta, dict) else None
+        if not isinstance(k, int):
+            continue  # damaged: cached_knn rebuilds it; TEMI computes its own kNN
+        path = knn_path(feats.meta["model_id"], feats.dataset, k, cache_dir, dtype)
+        khash = key_hash(_knn_key(feats.meta, k, n))
+        if path.with_suffix(".json") == side and side_meta.get("key_hash") == khash and path.exists():
+            found.append({"path": str(path), "k": k, "n": n, "key_hash": khash})
     return sorted(found, key=lambda e: e["k"])
 
 

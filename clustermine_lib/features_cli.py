@@ -184,14 +184,16 @@ def preflight(args, device=None, problems=None) -> Plan:
 
             from .models import cached_weights
 
-            if cached_weights(ref.spec) is None and not args.download:
-                problems.append(f"the weights of {ref.spec.key} are not on this machine (not in the Hugging Face "
-                                f"cache) and {len(plan.todo)} cache(s) need them: pass --download (with internet) "
-                                "or --checkpoint PATH (make: CHECKPOINT=PATH); see docs/gpu_workflow.md")
-            elif cached_weights(ref.spec) is None and constants.HF_HUB_OFFLINE:
-                problems.append(f"--download cannot fetch the weights of {ref.spec.key}: HF_HUB_OFFLINE=1 is set "
-                                "(the Makefile sets it so that a machine without internet fails at once); run with "
-                                "HF_HUB_OFFLINE=0, e.g. make features ... HF_HUB_OFFLINE=0 FEATURE_ARGS=--download")
+            if cached_weights(ref.spec) is None:
+                if not args.download:
+                    problems.append(f"the weights of {ref.spec.key} are not on this machine (not in the Hugging "
+                                    f"Face cache) and {len(plan.todo)} cache(s) need them: pass --download (with "
+                                    "internet) or --checkpoint PATH (make: CHECKPOINT=PATH); see docs/gpu_workflow.md")
+                elif constants.HF_HUB_OFFLINE:
+                    problems.append(f"--download cannot fetch the weights of {ref.spec.key}: HF_HUB_OFFLINE=1 is "
+                                    "set (the Makefile sets it so that a machine without internet fails at once); "
+                                    "run with HF_HUB_OFFLINE=0, e.g. make features ... HF_HUB_OFFLINE=0 "
+                                    "FEATURE_ARGS=--download")
     if len(problems) == 1:
         raise PreflightError(f"nothing was extracted: {problems[0]}")
     if problems:

@@ -254,8 +254,17 @@ def test_torchrun_two_processes_equal_one(tiny, tmp_path):
 
 
 # ----------------------------------------------------------------------------- Benchmark and kNN
+def _cache_toy(tiny, cache, corpus, datasets) -> None:
+    """The caches load_benchmark reads: image features of ``datasets``, text of ``corpus`` and Y_GT ("basic")."""
+    for d in datasets:
+        E.extract_image_features(TINY, None, d, **_kw(tiny, cache))
+    T.extract_text_features(TINY, None, corpus.names, name=corpus.name, prompts="basic", checkpoint=tiny["ckpt"],
+                            cache_dir=cache, progress=False)
+    T.extract_text_features(TINY, None, D.imagenet_classnames(), name="imagenet-classes", prompts="basic",
+                            checkpoint=tiny["ckpt"], cache_dir=cache, progress=False, batch_size=2000)
+
+
 def test_load_benchmark_from_cached_features(tiny, tmp_path, monkeypatch):
-    kw = _kw(tiny, tmp_path)
     corpus = Corpus("toy", ("dog", "cat", "car", "tench", "goldfish"), ("",) * 5, ("n",) * 5)
     with pytest.raises(FileNotFoundError) as err:
         F.load_benchmark(TINY, None, corpus, "basic", tmp_path, ood=["NINCO", "IN-O"], checkpoint=tiny["ckpt"])
@@ -264,12 +273,7 @@ def test_load_benchmark_from_cached_features(tiny, tmp_path, monkeypatch):
     assert f"make features MODEL={tiny['config']}" in msg and "DATASET=imagenet-train,imagenet-val,NINCO,IN-O" in msg
     assert "CHECKPOINT=" in msg and "extract_text_features" in msg
 
-    for d in ("imagenet-train", "imagenet-val", "NINCO", "IN-O"):
-        E.extract_image_features(TINY, None, d, **kw)
-    T.extract_text_features(TINY, None, corpus.names, name="toy", prompts="basic", checkpoint=tiny["ckpt"],
-                            cache_dir=tmp_path, progress=False)
-    T.extract_text_features(TINY, None, D.imagenet_classnames(), name="imagenet-classes", prompts="basic",
-                            checkpoint=tiny["ckpt"], cache_dir=tmp_path, progress=False, batch_size=2000)
+    _cache_toy(tiny, tmp_path, corpus, ("imagenet-train", "imagenet-val", "NINCO", "IN-O"))
     monkeypatch.setattr(F, "_class_synsets", lambda: ["tench.n.01"] + [""] * 999)  # no WordNet needed here
     with pytest.warns(UserWarning, match="hold 3 of the 1000 ImageNet-1K classes: Y_GT"):
         bench = F.load_benchmark(TINY, None, corpus, "basic", tmp_path, ood=["NINCO", "ImageNet-O"],
@@ -302,14 +306,8 @@ def test_temi_reads_the_stored_knn_of_make_features(tiny, tmp_path, monkeypatch)
     import clustermine_lib.clustering as C
     from clustermine_lib.experiments import Pipeline, Settings
 
-    kw = _kw(tiny, tmp_path)
     corpus = Corpus("toy", ("dog", "cat", "car", "tench", "goldfish"), ("",) * 5, ("n",) * 5)
-    for d in ("imagenet-train", "imagenet-val", "IN-O"):
-        E.extract_image_features(TINY, None, d, **kw)
-    T.extract_text_features(TINY, None, corpus.names, name="toy", prompts="basic", checkpoint=tiny["ckpt"],
-                            cache_dir=tmp_path, progress=False)
-    T.extract_text_features(TINY, None, D.imagenet_classnames(), name="imagenet-classes", prompts="basic",
-                            checkpoint=tiny["ckpt"], cache_dir=tmp_path, progress=False, batch_size=2000)
+    _cache_toy(tiny, tmp_path, corpus, ("imagenet-train", "imagenet-val", "IN-O"))
     monkeypatch.setattr(F, "_class_synsets", lambda: [""] * 1000)
 
     def bench():
@@ -317,10 +315,8 @@ def test_temi_reads_the_stored_knn_of_make_features(tiny, tmp_path, monkeypatch)
             return F.load_benchmark(TINY, None, corpus, "basic", tmp_path, ood=["IN-O"], checkpoint=tiny["ckpt"])
 
     assert bench().meta["train_knn"] == []
-    from clustermine_lib.clustering import TEMIConfig
-
-    settings = dict(n_clusters=3, temi=TEMIConfig(n_clusters=3, n_heads=1, k=3, epochs=2, batch_size=6,
-                                                  warmup_epochs=0, hidden=16, bottleneck=8))
+    settings = dict(n_clusters=3, temi=C.TEMIConfig(n_clusters=3, n_heads=1, k=3, epochs=2, batch_size=6,
+                                                    warmup_epochs=0, hidden=16, bottleneck=8))
     computed = Pipeline(bench(), Settings(**settings)).temi().labels
     for k in (2, 4, 5):  # 2 < TEMI's k = 3: never used; 4 is the first with enough columns
         E.cached_knn(TINY, None, "imagenet-train", k=k, checkpoint=tiny["ckpt"], cache_dir=tmp_path)
